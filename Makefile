@@ -1,0 +1,43 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP_FLAGS := --disable-pip-version-check --quiet
+
+.PHONY: run test lint format bench venv dev-venv clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Stamp files: reinstall only when the requirements change.
+$(VENV)/.runtime-installed: requirements.txt | $(PY)
+	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(PY)
+	$(PY) -m pip install $(PIP_FLAGS) -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime-installed
+
+venv: $(VENV)/.runtime-installed
+dev-venv: $(VENV)/.dev-installed
+
+run: venv
+	$(PY) manage.py run_system
+
+test: dev-venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: dev-venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: dev-venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: dev-venv
+	$(PY) bench/duke_learning_curve.py --train ../shared/datasets/reuters-r8.train.jsonl --test ../shared/datasets/reuters-r8.test.jsonl
+	$(PY) bench/duke_learning_curve.py --train ../shared/datasets/rotten-tomatoes.train.jsonl --test ../shared/datasets/rotten-tomatoes.test.jsonl
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,468 @@
+"""The one place that talks to an LLM: prompts, structured labels, error taxonomy, timeouts and retries.
+
+It takes plain inputs (text, labels, an endpoint) and returns a ``Completion`` or raises an ``LLMError``
+whose ``retryable`` flag tells the caller whether trying again later can help. Retries within one call
+are owned here (the openai client is built with ``max_retries=0``), so the request count is ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import math
+import random
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+logger = logging.getLogger(__name__)
+
+# Beyond this we'd rather hold a worker than hammer the API, but not for minutes.
+MAX_RETRY_AFTER_S = 30.0
+MAX_BACKOFF_S = 10.0
+_ANSWER_PREVIEW_CHARS = 200
+# openai refuses to build a client without a key; OpenAI-compatible local servers often don't need one.
+_NO_KEY_PLACEHOLDER = "no-key"
+
+_FREE_FORM_INSTRUCTIONS = (
+    "You are a careful assistant completing a task for a customer. "
+    "The user message is the task. Answer it directly, completely and concisely."
+)
+_LABELING_INSTRUCTIONS = (
+    "You are a precise labeling assistant. The user message is a text to classify. "
+    "Choose exactly one label from this JSON list of allowed labels: {labels}. "
+    'Reply only with a JSON object of the form {{"label": "<one of the allowed labels>"}}.'
+)
+
+
+@dataclass(frozen=True)
+class LLMEndpoint:
+    model: str
+    base_url: str | None = None  # None → the openai default
+    api_key: str = field(default="", repr=False)  # repr=False: endpoints get logged, keys must not
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str  # labeling: exactly one of the labels; free-form: the text
+    prompt_tokens: int  # summed over every attempt that got an answer: all of them are billed
+    completion_tokens: int
+    latency_ms: int  # wall time of the whole call, retries and backoff included
+    attempts: int  # requests sent
+
+
+class LLMError(Exception):
+    """A failed LLM call. ``code`` is a short slug; ``retryable`` says whether a later retry may help."""
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        attempts: int = 0,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+        self.attempts = attempts
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments defeat Exception's default pickling; job queues pickle failures.
+        state = (
+            self.code,
+            self.message,
+            self.retry_after,
+            self.attempts,
+            self.prompt_tokens,
+            self.completion_tokens,
+        )
+        return (_rebuild_error, (type(self), *state))
+
+
+class RetryableLLMError(LLMError):
+    retryable = True
+
+
+class PermanentLLMError(LLMError):
+    retryable = False
+
+
+def _rebuild_error(
+    cls: type[LLMError],
+    code: str,
+    message: str,
+    retry_after: float | None,
+    attempts: int,
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> LLMError:
+    return cls(
+        code,
+        message,
+        retry_after=retry_after,
+        attempts=attempts,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+    )
+
+
+# -- public API -----------------------------------------------------------------------------------------
+
+
+def complete(
+    *,
+    endpoint: LLMEndpoint,
+    text: str,
+    labels: Sequence[str] | None = None,
+    max_attempts: int = 3,
+    backoff_s: float = 0.5,
+) -> Completion:
+    """Run one task on the LLM, retrying transient failures; blocks the calling thread."""
+    call = _Call(endpoint, text, labels, max_attempts, backoff_s)
+    client = _sync_client(endpoint)
+    while True:
+        call.attempt_started()
+        try:
+            response = client.chat.completions.create(**call.request)
+        except openai.OpenAIError as exc:
+            delay = call.failed(_error_from_openai(exc, endpoint))
+        else:
+            try:
+                return call.answered(response)
+            except LLMError as err:
+                delay = call.failed(err)
+        time.sleep(delay)
+
+
+async def complete_async(
+    *,
+    endpoint: LLMEndpoint,
+    text: str,
+    labels: Sequence[str] | None = None,
+    max_attempts: int = 3,
+    backoff_s: float = 0.5,
+) -> Completion:
+    """``complete`` on AsyncOpenAI, for a worker that keeps many calls in flight on one event loop."""
+    call = _Call(endpoint, text, labels, max_attempts, backoff_s)
+    client = _async_client(endpoint)
+    while True:
+        call.attempt_started()
+        try:
+            response = await client.chat.completions.create(**call.request)
+        except openai.OpenAIError as exc:
+            delay = call.failed(_error_from_openai(exc, endpoint))
+        else:
+            try:
+                return call.answered(response)
+            except LLMError as err:
+                delay = call.failed(err)
+        await asyncio.sleep(delay)
+
+
+def endpoint_from_settings(model: str, base_url: str | None = None) -> LLMEndpoint:
+    """An endpoint for ``model`` from Django settings; ``base_url`` (an agent's own) wins over the global."""
+    from django.conf import settings  # lazily: this module must stay importable without Django
+
+    return LLMEndpoint(
+        model=model,
+        base_url=base_url or getattr(settings, "OPENAI_BASE_URL", None) or None,
+        api_key=getattr(settings, "OPENAI_API_KEY", "") or "",
+        timeout_s=float(getattr(settings, "AICP_LLM_TIMEOUT_S", 30.0)),
+    )
+
+
+# -- one call: prompt, parsing, retry policy (shared by the sync and async loops) -----------------------
+
+
+class _Call:
+    def __init__(
+        self,
+        endpoint: LLMEndpoint,
+        text: str,
+        labels: Sequence[str] | None,
+        max_attempts: int,
+        backoff_s: float,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if backoff_s < 0:
+            raise ValueError("backoff_s must be >= 0")
+        self.endpoint = endpoint
+        self.labels = _check_labels(labels)
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.request = _build_request(endpoint.model, text, self.labels)
+        self.attempts = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.started = time.monotonic()
+
+    def attempt_started(self) -> None:
+        self.attempts += 1
+
+    def answered(self, response: Any) -> Completion:
+        """The Completion for a response, or an invalid-answer error (tokens are counted either way)."""
+        usage = getattr(response, "usage", None)
+        self.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
+        self.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
+        text = _parse_answer(response, self.labels)
+        return Completion(
+            text=text,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            latency_ms=self._elapsed_ms(),
+            attempts=self.attempts,
+        )
+
+    def failed(self, err: LLMError) -> float:
+        """Seconds to wait before the next attempt, or raise the error that ends this call."""
+        if not err.retryable:
+            raise self._stamp(err)
+        if self.attempts >= self.max_attempts:
+            if err.code == "invalid_answer":
+                # Asking again did not help: the model can't or won't answer within the labels.
+                raise self._stamp(PermanentLLMError("invalid_answer", f"{err.message} ({self._tried()})"))
+            raise self._stamp(
+                RetryableLLMError(err.code, f"{err.message} ({self._tried()})", retry_after=err.retry_after)
+            )
+        if err.retry_after is not None:
+            delay = min(err.retry_after, MAX_RETRY_AFTER_S)
+        else:
+            # Exponential backoff with jitter so that many workers don't retry in lockstep.
+            ceiling = min(self.backoff_s * 2 ** (self.attempts - 1), MAX_BACKOFF_S)
+            delay = ceiling * random.uniform(0.5, 1.0)
+        logger.warning(
+            "LLM call to %s failed (%s, attempt %d/%d), retrying in %.2f s: %s",
+            self.endpoint.model,
+            err.code,
+            self.attempts,
+            self.max_attempts,
+            delay,
+            err.message,
+        )
+        return delay
+
+    def _stamp(self, err: LLMError) -> LLMError:
+        err.attempts = self.attempts
+        err.prompt_tokens = self.prompt_tokens
+        err.completion_tokens = self.completion_tokens
+        return err
+
+    def _tried(self) -> str:
+        return f"gave up after {self.attempts} attempt{'s' if self.attempts != 1 else ''}"
+
+    def _elapsed_ms(self) -> int:
+        return round((time.monotonic() - self.started) * 1000)
+
+
+def _check_labels(labels: Sequence[str] | None) -> tuple[str, ...] | None:
+    if labels is None:
+        return None
+    if isinstance(labels, str):
+        raise ValueError("labels must be a sequence of strings, not a string")
+    result = tuple(labels)
+    if not result or not all(isinstance(label, str) and label for label in result):
+        raise ValueError("labels must be non-empty strings, at least one")
+    if len(set(result)) != len(result):
+        raise ValueError("labels must be distinct")
+    return result
+
+
+def _build_request(model: str, text: str, labels: tuple[str, ...] | None) -> dict[str, Any]:
+    if labels is None:
+        system = _FREE_FORM_INSTRUCTIONS
+        extra: dict[str, Any] = {}
+    else:
+        system = _LABELING_INSTRUCTIONS.format(labels=json.dumps(list(labels), ensure_ascii=False))
+        extra = {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "label",
+                    "strict": True,
+                    "schema": {
+                        "type": "object",
+                        "properties": {"label": {"type": "string", "enum": list(labels)}},
+                        "required": ["label"],
+                        "additionalProperties": False,
+                    },
+                },
+            }
+        }
+    # The user message is exactly the task text: the simulator (and any audit) matches on it.
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": text}]
+    return {"model": model, "messages": messages, **extra}
+
+
+def _parse_answer(response: Any, labels: tuple[str, ...] | None) -> str:
+    choices = getattr(response, "choices", None) or []
+    if not choices:
+        raise _invalid_answer("the response has no choices")
+    message = choices[0].message
+    content = message.content
+    if content is None or not content.strip():
+        refusal = getattr(message, "refusal", None)
+        reason = f"the model refused: {_preview(refusal)}" if refusal else "the answer is empty"
+        raise _invalid_answer(f"{reason} (finish_reason={choices[0].finish_reason})")
+    if labels is None:
+        return content.strip()
+    try:
+        data = json.loads(content)
+    except json.JSONDecodeError:
+        raise _invalid_answer(f"the answer is not JSON: {_preview(content)}") from None
+    label = data.get("label") if isinstance(data, dict) else None
+    if not isinstance(label, str) or label not in labels:
+        raise _invalid_answer(f"the answer is not one of the {len(labels)} labels: {_preview(content)}")
+    return label
+
+
+def _invalid_answer(message: str) -> RetryableLLMError:
+    # Retryable while attempts remain; _Call.failed turns the last one into a PermanentLLMError.
+    return RetryableLLMError("invalid_answer", f"Invalid answer: {message}")
+
+
+def _preview(value: object) -> str:
+    # repr() keeps quotes and escapes newlines, so the answer reads unambiguously inside one log line.
+    text = repr(value)
+    return text if len(text) <= _ANSWER_PREVIEW_CHARS else text[:_ANSWER_PREVIEW_CHARS] + "…"
+
+
+# -- error taxonomy -------------------------------------------------------------------------------------
+
+
+def _error_from_openai(exc: openai.OpenAIError, endpoint: LLMEndpoint) -> LLMError:
+    where = endpoint.base_url or "the OpenAI API"
+    if isinstance(exc, openai.APITimeoutError):
+        return RetryableLLMError("timeout", f"No response from {where} within {endpoint.timeout_s:g} s")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__
+        detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+        return RetryableLLMError("connection", _scrub(f"Could not reach {where}{detail}", endpoint))
+    if isinstance(exc, openai.APIStatusError):
+        return _error_from_status(exc, endpoint)
+    if isinstance(exc, openai.APIResponseValidationError):
+        return RetryableLLMError("server_error", f"Malformed response from {where}: {exc.message}")
+    return PermanentLLMError("client_error", _scrub(f"{type(exc).__name__}: {exc}", endpoint))
+
+
+def _error_from_status(exc: openai.APIStatusError, endpoint: LLMEndpoint) -> LLMError:
+    status = exc.status_code
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error_code = exc.code or None
+    server_message = body.get("message") if isinstance(body.get("message"), str) else exc.message
+    message = _scrub(
+        f"HTTP {status}" + (f" ({error_code})" if error_code else "") + f": {server_message}", endpoint
+    )
+    retry_after = _retry_after_s(exc.response.headers)
+
+    if status == 429:
+        if "insufficient_quota" in (error_code, exc.type):
+            return PermanentLLMError("quota", message)
+        return RetryableLLMError("rate_limited", message, retry_after=retry_after)
+    if status >= 500:
+        return RetryableLLMError("server_error", message, retry_after=retry_after)
+    if status == 408:
+        return RetryableLLMError("timeout", message, retry_after=retry_after)
+    if status == 409:
+        return RetryableLLMError("conflict", message, retry_after=retry_after)
+    if status == 401:
+        return PermanentLLMError("auth", message)
+    if status == 403:
+        return PermanentLLMError("permission_denied", message)
+    if status == 404:
+        return PermanentLLMError("not_found", message)
+    return PermanentLLMError("bad_request", message)  # 400, 422 and any other 4xx
+
+
+def _retry_after_s(headers: Any) -> float | None:
+    """Seconds the server asked us to wait (retry-after-ms, then Retry-After seconds or HTTP date)."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / scale
+        except ValueError:
+            continue
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    value = headers.get("retry-after")
+    if value:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+    return None
+
+
+def _scrub(message: str, endpoint: LLMEndpoint) -> str:
+    # Providers echo (parts of) a rejected key in error messages; errors end up in task rows and logs.
+    key = endpoint.api_key
+    return message.replace(key, "***") if len(key) >= 4 else message
+
+
+# -- clients: one per (base_url, api_key, timeout) per process; async ones also per event loop ----------
+
+_ClientKey = tuple[str | None, str, float]
+
+_client_lock = threading.Lock()
+_sync_clients: dict[_ClientKey, openai.OpenAI] = {}
+# An AsyncOpenAI's connection pool belongs to the loop that opened it; entries vanish with their loop.
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_ClientKey, openai.AsyncOpenAI]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _client_key(endpoint: LLMEndpoint) -> _ClientKey:
+    if not endpoint.api_key and endpoint.base_url is None:
+        raise PermanentLLMError("auth", "No OpenAI API key configured (set OPENAI_API_KEY)")
+    return (endpoint.base_url, endpoint.api_key, float(endpoint.timeout_s))
+
+
+def _sync_client(endpoint: LLMEndpoint) -> openai.OpenAI:
+    key = _client_key(endpoint)
+    with _client_lock:
+        client = _sync_clients.get(key)
+        if client is None:
+            client = openai.OpenAI(
+                base_url=endpoint.base_url,
+                api_key=endpoint.api_key or _NO_KEY_PLACEHOLDER,
+                timeout=endpoint.timeout_s,
+                max_retries=0,
+            )
+            _sync_clients[key] = client
+        return client
+
+
+def _async_client(endpoint: LLMEndpoint) -> openai.AsyncOpenAI:
+    key = _client_key(endpoint)
+    loop = asyncio.get_running_loop()
+    with _client_lock:
+        clients = _async_clients.setdefault(loop, {})
+        client = clients.get(key)
+        if client is None:
+            client = openai.AsyncOpenAI(
+                base_url=endpoint.base_url,
+                api_key=endpoint.api_key or _NO_KEY_PLACEHOLDER,
+                timeout=endpoint.timeout_s,
+                max_retries=0,
+            )
+            clients[key] = client
+        return client

@@ -1,0 +1,47 @@
+"""Agents execute tasks: an LLM behind an OpenAI-compatible API, or Duke, the local labeler."""
+
+from decimal import Decimal
+
+from django.db import models
+
+MONEY = {"max_digits": 19, "decimal_places": 4}
+
+
+class Agent(models.Model):
+    class Backend(models.TextChoices):
+        OPENAI = "openai", "OpenAI-compatible LLM"
+        DUKE = "duke", "Duke (local model)"
+
+    name = models.SlugField(max_length=64, unique=True)
+    backend = models.CharField(max_length=16, choices=Backend.choices, default=Backend.OPENAI)
+    model = models.CharField(max_length=128, help_text="Model name sent to the API (LLM agents).")
+    base_url = models.URLField(
+        blank=True, help_text="OpenAI-compatible endpoint; empty uses OPENAI_BASE_URL or the OpenAI API."
+    )
+    price_per_unit = models.DecimalField(**MONEY, help_text="What a buyer pays per complexity unit.")
+    # What the provider charges us per million tokens: the task's `cost`, and Duke's savings estimate.
+    prompt_token_price = models.DecimalField(**MONEY, default=Decimal("0"))
+    completion_token_price = models.DecimalField(**MONEY, default=Decimal("0"))
+    success_count = models.PositiveIntegerField(default=0)
+    failure_count = models.PositiveIntegerField(default=0)
+    # Cache of the agent's ledger account, written in the same transaction as each payout.
+    earnings = models.DecimalField(**MONEY, default=Decimal("0"))
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(price_per_unit__gte=0), name="agent_price_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def tasks_done(self) -> int:
+        return self.success_count + self.failure_count
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.success_count / self.tasks_done if self.tasks_done else None

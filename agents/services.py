@@ -1,0 +1,23 @@
+"""Writes on agents. Called by tasks with plain values, inside the caller's transaction."""
+
+from decimal import Decimal
+
+from django.db import transaction
+from django.db.models import F
+
+from agents.models import Agent
+
+
+@transaction.atomic
+def agent_record_outcome(*, agent_id: int, success: bool, earned: Decimal = Decimal("0")) -> None:
+    """Counts one final task for the agent's reputation; `earned` mirrors its ledger payout."""
+    counter = "success_count" if success else "failure_count"
+    Agent.objects.filter(pk=agent_id).update(**{counter: F(counter) + 1, "earnings": F("earnings") + earned})
+
+
+@transaction.atomic
+def agent_record_correction(*, agent_id: int) -> None:
+    """A buyer's correction turns one of the agent's successes into a failure."""
+    Agent.objects.filter(pk=agent_id, success_count__gt=0).update(
+        success_count=F("success_count") - 1, failure_count=F("failure_count") + 1
+    )

@@ -1,0 +1,342 @@
+"""AICP settings: one module, every value from the environment, safe defaults for development.
+
+Production mode (`DJANGO_DEBUG=0`) refuses to start with an insecure configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from exc
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from exc
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ImproperlyConfigured(f"{name}={value} must be within [{minimum}, {maximum}]")
+    return value
+
+
+def env_decimal(name: str, default: str, *, allow_empty: bool = False) -> Decimal | None:
+    raw = os.environ.get(name, default)
+    if allow_empty and raw.strip() == "":
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation as exc:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a decimal amount") from exc
+    if value < 0 or not value.is_finite():
+        raise ImproperlyConfigured(f"{name}={raw!r} must be a non-negative amount")
+    return value
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# --- core -----------------------------------------------------------------------------------------------
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+_DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-0123456789abcdefghijklmnop"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", _DEV_SECRET_KEY if DEBUG else "")
+if not DEBUG and (not SECRET_KEY or SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 50):
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY must be set to a random string of at least 50 characters when DJANGO_DEBUG=0"
+    )
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver" if DEBUG else "")
+if not DEBUG and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must be set when DJANGO_DEBUG=0")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+DATA_DIR = Path(env_str("AICP_DATA_DIR", str(BASE_DIR / "data")))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "django_q",
+    "aicp",
+    "users",
+    "agents",
+    "tasks",
+    "duke",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "aicp.middleware.ContentSecurityPolicyMiddleware",
+]
+
+ROOT_URLCONF = "aicp.urls"
+WSGI_APPLICATION = "aicp.wsgi.application"
+AUTH_USER_MODEL = "users.User"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "aicp.context_processors.llm_backend",
+            ],
+        },
+    },
+]
+
+# --- database -------------------------------------------------------------------------------------------
+
+
+def _database_from_url(url: str) -> dict:
+    parsed = urlparse(url)
+    if parsed.scheme not in {"postgres", "postgresql"}:
+        raise ImproperlyConfigured(f"DATABASE_URL scheme {parsed.scheme!r} is not supported (use postgresql://)")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parsed.path.lstrip("/")),
+        "USER": unquote(parsed.username or ""),
+        "PASSWORD": unquote(parsed.password or ""),
+        "HOST": parsed.hostname or "",
+        "PORT": str(parsed.port or ""),
+        "CONN_MAX_AGE": env_int("AICP_DB_CONN_MAX_AGE", 60, minimum=0),
+        "CONN_HEALTH_CHECKS": True,
+    }
+
+
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": _database_from_url(DATABASE_URL)}
+else:
+    # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN so two
+    # writers queue on the busy timeout instead of failing with "database is locked" mid-transaction.
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env_str("AICP_SQLITE_PATH", str(DATA_DIR / "aicp.sqlite3")),
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": env_int("AICP_SQLITE_BUSY_TIMEOUT_S", 30, minimum=1),
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+            },
+            # Tests use a file (not :memory:) so that real qcluster processes can share the database.
+            "TEST": {"NAME": env_str("AICP_TEST_SQLITE_PATH") or None},
+        }
+    }
+
+# --- auth, API ------------------------------------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/admin/login/"
+
+THROTTLE_RATES = {
+    "register": env_str("AICP_THROTTLE_REGISTER", "20/hour"),
+    "token": env_str("AICP_THROTTLE_TOKEN", "60/minute"),
+    "submit": env_str("AICP_THROTTLE_SUBMIT", "6000/minute"),
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "aicp.exceptions.api_exception_handler",
+    "DEFAULT_THROTTLE_RATES": THROTTLE_RATES,
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("AICP_JWT_ACCESS_MINUTES", 30, minimum=1)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("AICP_JWT_REFRESH_DAYS", 7, minimum=1)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": False,
+    "SIGNING_KEY": SECRET_KEY,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AICP coordinator API",
+    "DESCRIPTION": "Submit paid AI tasks, follow them to a result, and watch Duke learn.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- static, i18n ---------------------------------------------------------------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env_str("AICP_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("AICP_MAX_BODY_BYTES", 256 * 1024, minimum=1024)
+
+# --- security (production) ------------------------------------------------------------------------------
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if not DEBUG:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("AICP_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("AICP_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- queue (django-q2) ----------------------------------------------------------------------------------
+
+AICP_REDIS_URL = env_str("AICP_REDIS_URL")
+Q_CLUSTER: dict = {
+    "name": "aicp",
+    "workers": env_int("AICP_Q_WORKERS", 2, minimum=1),
+    "recycle": 500,
+    "timeout": env_int("AICP_Q_TIMEOUT_S", 600, minimum=10),
+    "retry": env_int("AICP_Q_TIMEOUT_S", 600, minimum=10) + 60,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": env_int("AICP_Q_SAVE_LIMIT", 1000, minimum=0),
+    "poll": 0.1,
+    # The scheduler runs every 30 guard cycles: 0.1 s makes retry backoffs and the reaper fire within ~3 s.
+    "guard_cycle": 0.1,
+    "label": "Django Q2",
+    "sync": env_bool("AICP_Q_SYNC", False),
+}
+if AICP_REDIS_URL:
+    Q_CLUSTER["redis"] = AICP_REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- LLM ------------------------------------------------------------------------------------------------
+
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL") or None
+# Set by `manage.py run_system` when it started the bundled simulator, so every page and /health say so.
+AICP_LLM_SIMULATED = env_bool("AICP_LLM_SIMULATED", not OPENAI_API_KEY)
+AICP_LLM_TIMEOUT_S = env_float("AICP_LLM_TIMEOUT_S", 30.0, minimum=0.1)
+AICP_LLM_MAX_ATTEMPTS = env_int("AICP_LLM_MAX_ATTEMPTS", 3, minimum=1)
+AICP_LLM_BACKOFF_S = env_float("AICP_LLM_BACKOFF_S", 0.5, minimum=0.0)
+AICP_TASK_MAX_ATTEMPTS = env_int("AICP_TASK_MAX_ATTEMPTS", 3, minimum=1)
+AICP_TASK_RETRY_DELAY_S = env_float("AICP_TASK_RETRY_DELAY_S", 5.0, minimum=0.0)
+AICP_TASK_LEASE_S = env_int("AICP_TASK_LEASE_S", 300, minimum=5)
+AICP_DEFAULT_AGENT = env_str("AICP_DEFAULT_AGENT", "openai-gpt-4o-mini")
+
+# --- money ----------------------------------------------------------------------------------------------
+
+AICP_SIGNUP_CREDIT = env_decimal("AICP_SIGNUP_CREDIT", "100.0000")
+AICP_PLATFORM_FEE = env_decimal("AICP_PLATFORM_FEE", "0")  # a fraction of the price, e.g. 0.1
+AICP_DAILY_SPEND_CAP = env_decimal("AICP_DAILY_SPEND_CAP", "", allow_empty=True)
+AICP_IDEMPOTENCY_TTL_H = env_int("AICP_IDEMPOTENCY_TTL_H", 24, minimum=1)
+
+# --- Duke -----------------------------------------------------------------------------------------------
+
+DUKE_MODEL_DIR = Path(env_str("DUKE_MODEL_DIR", str(DATA_DIR / "duke-models")))
+DUKE_TRAIN_EVERY = env_int("DUKE_TRAIN_EVERY", 100, minimum=1)
+DUKE_MIN_VALIDATION = env_int("DUKE_MIN_VALIDATION", 50, minimum=1)
+DUKE_TARGET_AGREEMENT = env_float("DUKE_TARGET_AGREEMENT", 0.95, minimum=0.5, maximum=1.0)
+DUKE_AUDIT_RATE = env_float("DUKE_AUDIT_RATE", 0.05, minimum=0.0, maximum=1.0)
+DUKE_VALIDATION_FRACTION = env_float("DUKE_VALIDATION_FRACTION", 0.2, minimum=0.05, maximum=0.5)
+DUKE_ENCODE_ON_RECORD = env_bool("DUKE_ENCODE_ON_RECORD", True)
+
+# --- logging --------------------------------------------------------------------------------------------
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
+    "root": {"handlers": ["console"], "level": env_str("AICP_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "openai": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,17 @@
+"""Root URLs. API paths work with and without a trailing slash."""
+
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from aicp import views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    re_path(r"^health/?$", views.health, name="health"),
+    re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
+    re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("", include("users.urls")),
+    path("", include("tasks.urls")),
+    path("", include("agents.urls")),
+]

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DukeConfig(AppConfig):
+    name = "duke"
+    verbose_name = "Duke"

@@ -1,0 +1,227 @@
+"""Duke's classifier: one small torch head for every task type. Pure torch/numpy: no Django import.
+
+Two views of a text feed the head:
+- hashed word uni/bigrams and character n-grams through an `nn.EmbeddingBag` (fastText-style);
+- the MiniLM sentence embedding, when the caller has one (it is optional per input).
+Each view produces label logits; the head adds them. The label vocabulary is global (all task types)
+and logits are masked to each input's own label set, so a label outside the set is never predicted.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from duke.encoder import EMBEDDING_DIM
+from duke.features import DEFAULT_BUCKETS, extract_batch
+
+ARTIFACT_FORMAT = 1
+_PREDICT_BATCH = 512
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled example. `label_set` is the set of labels the task offered (order irrelevant)."""
+
+    text: str
+    label: str
+    label_set: tuple[str, ...]
+    task_type: str = ""
+    embedding: np.ndarray | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Input:
+    """What `TrainedModel.predict` needs; a `Sample` is accepted too (its label is ignored)."""
+
+    text: str
+    label_set: tuple[str, ...]
+    task_type: str = ""
+    embedding: np.ndarray | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """`label` is None (and confidence 0) when none of the input's labels is known to the model.
+
+    `probabilities` covers every label of the input's set; labels the model never saw get 0.0.
+    """
+
+    label: str | None
+    confidence: float
+    probabilities: dict[str, float]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_buckets: int = DEFAULT_BUCKETS
+    ngram_dim: int = 16
+    embedding_dim: int = EMBEDDING_DIM
+    n_labels: int = 0
+    use_task_type_feature: bool = True
+
+
+def set_torch_threads() -> None:
+    # The box has 2 cores shared with the web server and the queue; more threads only add contention.
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+class DukeNet(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bag = nn.EmbeddingBag(config.n_buckets, config.ngram_dim, mode="mean", sparse=True)
+        self.ngram_out = nn.Linear(config.ngram_dim, config.n_labels)
+        self.emb_out = nn.Linear(config.embedding_dim, config.n_labels)
+        # Unit-norm embeddings have components ~1/sqrt(384); rescaling them to ~1 lets the default
+        # Linear init and one learning rate suit both views.
+        self.register_buffer("emb_scale", torch.tensor(float(config.embedding_dim) ** 0.5))
+
+    def views(
+        self, ids: torch.Tensor, offsets: torch.Tensor, emb: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        ngram_logits = self.ngram_out(self.bag(ids, offsets))
+        emb_logits = self.emb_out(emb * self.emb_scale)
+        return ngram_logits, emb_logits
+
+    def forward(
+        self, ids: torch.Tensor, offsets: torch.Tensor, emb: torch.Tensor, has_emb: torch.Tensor
+    ) -> torch.Tensor:
+        ngram_logits, emb_logits = self.views(ids, offsets, emb)
+        return ngram_logits + has_emb.unsqueeze(1) * emb_logits
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor
+    offsets: torch.Tensor
+    emb: torch.Tensor
+    has_emb: torch.Tensor
+    mask: torch.Tensor  # bool (N, n_labels): True where the label belongs to the input's set
+
+
+def _features_of(inp: Sample | Input) -> tuple[str, tuple[str, ...], str, np.ndarray | None]:
+    return inp.text, tuple(inp.label_set), inp.task_type, inp.embedding
+
+
+def build_batch(
+    inputs: Sequence[Sample | Input], config: ModelConfig, label_index: dict[str, int]
+) -> Batch:
+    texts, extras, embs, has, mask = [], [], [], [], np.zeros((len(inputs), config.n_labels), dtype=bool)
+    for i, inp in enumerate(inputs):
+        text, label_set, task_type, embedding = _features_of(inp)
+        texts.append(text)
+        extras.append((f"task:{task_type}",) if config.use_task_type_feature else ())
+        if embedding is None:
+            embs.append(np.zeros(config.embedding_dim, dtype=np.float32))
+            has.append(0.0)
+        else:
+            vec = np.asarray(embedding, dtype=np.float32).reshape(-1)
+            if vec.shape[0] != config.embedding_dim:
+                raise ValueError(f"embedding has {vec.shape[0]} dims, expected {config.embedding_dim}")
+            embs.append(vec)
+            has.append(1.0)
+        for label in label_set:
+            j = label_index.get(label)
+            if j is not None:
+                mask[i, j] = True
+    ids, offsets = extract_batch(texts, config.n_buckets, extras)
+    return Batch(
+        ids=torch.from_numpy(ids),
+        offsets=torch.from_numpy(offsets),
+        emb=torch.from_numpy(np.stack(embs)) if embs else torch.zeros((0, config.embedding_dim)),
+        has_emb=torch.tensor(has, dtype=torch.float32),
+        mask=torch.from_numpy(mask),
+    )
+
+
+def masked(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return logits.masked_fill(~mask, float("-inf"))
+
+
+class TrainedModel:
+    """A trained head plus everything needed to use it: label vocabulary, config, temperature."""
+
+    def __init__(
+        self,
+        net: DukeNet,
+        labels: Sequence[str],
+        temperature: float = 1.0,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.net = net.eval()
+        self.labels: list[str] = list(labels)
+        self.label_index = {label: i for i, label in enumerate(self.labels)}
+        self.temperature = float(temperature)
+        self.metadata: dict[str, Any] = dict(metadata or {})
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.net.config
+
+    def logits(self, inputs: Sequence[Sample | Input]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (untempered) masked logits and the mask, for calibration code."""
+        set_torch_threads()
+        out_logits, out_mask = [], []
+        with torch.inference_mode():
+            for start in range(0, len(inputs), _PREDICT_BATCH):
+                batch = build_batch(inputs[start : start + _PREDICT_BATCH], self.config, self.label_index)
+                logits = self.net(batch.ids, batch.offsets, batch.emb, batch.has_emb)
+                out_logits.append(masked(logits, batch.mask).numpy())
+                out_mask.append(batch.mask.numpy())
+        if not out_logits:
+            empty = np.zeros((0, len(self.labels)))
+            return empty.astype(np.float32), empty.astype(bool)
+        return np.concatenate(out_logits), np.concatenate(out_mask)
+
+    def predict(self, inputs: Sequence[Sample | Input]) -> list[Prediction]:
+        inputs = list(inputs)
+        logits, mask = self.logits(inputs)
+        predictions = []
+        for inp, row, row_mask in zip(inputs, logits, mask, strict=True):
+            probs = {label: 0.0 for label in inp.label_set}
+            if not row_mask.any():
+                predictions.append(Prediction(label=None, confidence=0.0, probabilities=probs))
+                continue
+            scaled = row[row_mask].astype(np.float64) / self.temperature
+            p = np.exp(scaled - scaled.max())
+            p /= p.sum()
+            known = [self.labels[j] for j in np.flatnonzero(row_mask)]
+            for label, value in zip(known, p, strict=True):
+                probs[label] = float(value)
+            best = int(np.argmax(p))
+            predictions.append(Prediction(label=known[best], confidence=float(p[best]), probabilities=probs))
+        return predictions
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        torch.save(
+            {
+                "format": ARTIFACT_FORMAT,
+                "config": asdict(self.config),
+                "labels": list(self.labels),
+                "temperature": self.temperature,
+                "metadata": self.metadata,
+                "state_dict": state,
+            },
+            buf,
+        )
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, b: bytes) -> TrainedModel:
+        # weights_only: an artifact is data, never code, even if someone swaps the file on disk.
+        payload = torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
+        if payload.get("format") != ARTIFACT_FORMAT:
+            raise ValueError(f"unsupported Duke artifact format {payload.get('format')!r}")
+        net = DukeNet(ModelConfig(**payload["config"]))
+        net.load_state_dict(payload["state_dict"])
+        return cls(net, payload["labels"], payload["temperature"], payload["metadata"])

@@ -1,0 +1,107 @@
+"""Duke's data: training samples, model versions, and the watermark that triggers retraining."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class TrainingData(models.Model):
+    class Split(models.TextChoices):
+        TRAIN = "train", "Train"
+        VALIDATION = "validation", "Validation"
+
+    class Source(models.TextChoices):
+        LLM = "llm", "LLM answer"
+        BUYER = "buyer", "Buyer correction"
+
+    task_id = models.UUIDField(unique=True, help_text="The task this sample came from (one sample per task).")
+    input_text = models.TextField()
+    task_type = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    complexity = models.PositiveSmallIntegerField(default=1)
+    labels = models.JSONField(null=True, blank=True, help_text="The label set; empty for free-form tasks.")
+    output = models.TextField(help_text="The LLM's label (labeling) or text (free-form).")
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.LLM)
+    correct_label = models.CharField(
+        max_length=200, blank=True, default="", help_text="A buyer's correction; overrides the LLM's label."
+    )
+    split = models.CharField(max_length=16, choices=Split.choices, db_index=True)
+    embedding = models.BinaryField(null=True, blank=True, editable=False, help_text="MiniLM, float32 x 384.")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "training data"
+        indexes = [models.Index(fields=["split", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.task_type or 'untyped'}: {self.label!r}"
+
+    @property
+    def is_labeling(self) -> bool:
+        return bool(self.labels)
+
+    @property
+    def label(self) -> str:
+        """The training target: a buyer's correction wins over the LLM's answer."""
+        return self.correct_label or self.output
+
+
+class SampleCounter(models.Model):
+    """A single row; an atomic increment hands every labeling sample a unique ordinal."""
+
+    samples = models.PositiveIntegerField(default=0)
+
+
+class TrainingTrigger(models.Model):
+    """The watermark: one row per DUKE_TRAIN_EVERY samples, unique, so exactly one training is enqueued."""
+
+    sample_ordinal = models.PositiveIntegerField(unique=True)
+    reason = models.CharField(max_length=16, default="samples")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"training at sample {self.sample_ordinal}"
+
+
+class ModelVersion(models.Model):
+    class Status(models.TextChoices):
+        TRAINING = "training", "Training"
+        CANDIDATE = "candidate", "Candidate"
+        PRODUCTION = "production", "Production"
+        RETIRED = "retired", "Retired"
+        FAILED = "failed", "Failed"
+
+    number = models.PositiveIntegerField(unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.TRAINING, db_index=True)
+    train_samples = models.PositiveIntegerField(default=0)
+    validation_samples = models.PositiveIntegerField(default=0)
+    accuracy = models.FloatField(null=True, blank=True, help_text="On the validation split.")
+    macro_f1 = models.FloatField(null=True, blank=True)
+    per_task_type = models.JSONField(default=dict, blank=True)
+    thresholds = models.JSONField(
+        default=dict, blank=True, help_text="Per task type: confidence threshold and expected coverage."
+    )
+    promotion = models.JSONField(default=dict, blank=True, help_text="The promotion gate's verdict.")
+    epoch = models.PositiveIntegerField(default=0)
+    epochs = models.PositiveIntegerField(default=0)
+    training_seconds = models.FloatField(null=True, blank=True)
+    artifact_path = models.CharField(max_length=500, blank=True, default="")
+    artifact_sha256 = models.CharField(max_length=64, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=models.Q(status="production"), name="one_production_version"
+            ),
+            models.UniqueConstraint(
+                fields=["status"], condition=models.Q(status="training"), name="one_training_at_a_time"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Duke v{self.number} ({self.status})"

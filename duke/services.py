@@ -1,0 +1,83 @@
+"""Writes on Duke's data; wires the pure model code to the ORM."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Sequence
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from duke.models import SampleCounter, TrainingData, TrainingTrigger
+
+logger = logging.getLogger("duke")
+
+
+def split_for(task_id: uuid.UUID) -> str:
+    """Fixed forever at insert: a stable hash of the task id, so a sample never moves between splits."""
+    digest = hashlib.blake2b(task_id.bytes, digest_size=8).digest()
+    bucket = int.from_bytes(digest, "big") % 10_000
+    validation = bucket < settings.DUKE_VALIDATION_FRACTION * 10_000
+    return TrainingData.Split.VALIDATION if validation else TrainingData.Split.TRAIN
+
+
+def _next_sample_ordinal() -> int:
+    # The row lock taken by the UPDATE serialises concurrent recorders, so ordinals are unique and gapless.
+    counter, _ = SampleCounter.objects.get_or_create(pk=1)
+    SampleCounter.objects.filter(pk=counter.pk).update(samples=F("samples") + 1)
+    return SampleCounter.objects.values_list("samples", flat=True).get(pk=counter.pk)
+
+
+@transaction.atomic
+def sample_record(
+    *,
+    task_id: uuid.UUID,
+    text: str,
+    task_type: str,
+    complexity: int,
+    labels: Sequence[str] | None,
+    output: str,
+) -> TrainingData | None:
+    """Stores one completed task as a training sample; every DUKE_TRAIN_EVERY labeling samples, one training."""
+    sample, created = TrainingData.objects.get_or_create(
+        task_id=task_id,
+        defaults={
+            "input_text": text,
+            "task_type": task_type,
+            "complexity": complexity,
+            "labels": list(labels) if labels else None,
+            "output": output,
+            "split": split_for(task_id),
+        },
+    )
+    if not created or not labels:
+        return sample if created else None
+    ordinal = _next_sample_ordinal()
+    if ordinal % settings.DUKE_TRAIN_EVERY == 0:
+        training_trigger(sample_ordinal=ordinal, reason="samples")
+        logger.info("Collected %d training samples for Duke", ordinal)
+    return sample
+
+
+def training_trigger(*, sample_ordinal: int, reason: str) -> bool:
+    """Inserts the watermark row and enqueues one training when this transaction commits."""
+    try:
+        with transaction.atomic():
+            TrainingTrigger.objects.create(sample_ordinal=sample_ordinal, reason=reason)
+    except IntegrityError:
+        return False
+    from duke import jobs
+
+    transaction.on_commit(jobs.enqueue_training)
+    return True
+
+
+@transaction.atomic
+def sample_correct(*, task_id: uuid.UUID, correct_label: str) -> None:
+    """A buyer's correction becomes the training label."""
+    TrainingData.objects.filter(task_id=task_id).update(
+        correct_label=correct_label, source=TrainingData.Source.BUYER
+    )

@@ -1,0 +1,173 @@
+"""Tasks, and the money they move: accounts and an append-only double-entry ledger."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+
+MONEY = {"max_digits": 19, "decimal_places": 4}
+ZERO = Decimal("0.0000")
+
+
+class Task(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+
+    FINAL_STATUSES = (Status.COMPLETED, Status.FAILED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    buyer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="tasks")
+    description = models.TextField(max_length=8000)
+    complexity = models.PositiveSmallIntegerField()
+    task_type = models.SlugField(max_length=64, blank=True, default="")
+    labels = models.JSONField(null=True, blank=True, help_text="Present: a labeling task.")
+    requested_agent = models.CharField(max_length=64, default="auto")
+    agent = models.ForeignKey(
+        "agents.Agent", on_delete=models.PROTECT, related_name="assigned_tasks", help_text="Assigned agent."
+    )
+    executed_by = models.ForeignKey(
+        "agents.Agent", on_delete=models.PROTECT, null=True, blank=True, related_name="executed_tasks"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    result = models.TextField(blank=True, default="")
+    confidence = models.FloatField(null=True, blank=True, help_text="Duke's calibrated confidence.")
+    price = models.DecimalField(**MONEY, help_text="Quoted at submission; what the buyer pays on success.")
+    cost = models.DecimalField(
+        max_digits=19, decimal_places=8, default=Decimal("0"), help_text="Provider token cost of the LLM calls."
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    error_code = models.CharField(max_length=32, blank=True, default="")
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True, help_text="Retry backoff: not claimed before.")
+    accepted = models.BooleanField(null=True, blank=True, help_text="Buyer feedback.")
+    correct_label = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["buyer", "-created_at"]),
+            models.Index(fields=["status", "lease_until"]),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(complexity__gte=1, complexity__lte=10), name="task_complexity"),
+            models.CheckConstraint(condition=models.Q(price__gte=0), name="task_price_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Task {self.short_id} ({self.status})"
+
+    @property
+    def short_id(self) -> str:
+        return self.id.hex[:5]
+
+    @property
+    def is_labeling(self) -> bool:
+        return bool(self.labels)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+
+class Account(models.Model):
+    """A ledger account. `balance` caches the sum of its entries, updated in the entry's transaction."""
+
+    class Kind(models.TextChoices):
+        BUYER = "buyer", "Buyer (available)"
+        ESCROW = "escrow", "Buyer escrow (held for tasks)"
+        AGENT = "agent", "Agent earnings"
+        PLATFORM_REVENUE = "platform_revenue", "Platform fees"
+        FUNDING = "funding", "Funding (money entering the system)"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
+    agent = models.ForeignKey("agents.Agent", null=True, blank=True, on_delete=models.PROTECT)
+    balance = models.DecimalField(**MONEY, default=ZERO)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "user"], condition=models.Q(user__isnull=False), name="account_one_per_user_kind"
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "agent"], condition=models.Q(agent__isnull=False), name="account_one_per_agent"
+            ),
+            models.UniqueConstraint(
+                fields=["kind"],
+                condition=models.Q(user__isnull=True, agent__isnull=True),
+                name="account_one_platform_per_kind",
+            ),
+            # Only the funding account is the source of money, so only it may go below zero.
+            models.CheckConstraint(
+                condition=models.Q(balance__gte=0) | models.Q(kind="funding"), name="account_balance_non_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        owner = self.user or self.agent or "platform"
+        return f"{self.get_kind_display()}: {owner}"
+
+
+class LedgerEntry(models.Model):
+    """Append-only. Every `transaction_id` groups entries that sum to zero."""
+
+    class Kind(models.TextChoices):
+        CREDIT = "credit", "Credit"
+        HOLD = "hold", "Hold"
+        PAYOUT = "payout", "Payout"
+        FEE = "fee", "Platform fee"
+        RELEASE = "release", "Release"
+
+    transaction_id = models.UUIDField(db_index=True)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
+    amount = models.DecimalField(**MONEY)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    task = models.ForeignKey(Task, null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entries")
+    memo = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            # One hold per task, and one settlement out of escrow (a payout or a release, never both,
+            # never twice), whatever retries or crashes happen.
+            models.UniqueConstraint(
+                fields=["task"], condition=models.Q(kind="hold", amount__lt=0), name="ledger_one_hold_per_task"
+            ),
+            models.UniqueConstraint(
+                fields=["task"],
+                condition=models.Q(kind__in=["payout", "release"], amount__lt=0),
+                name="ledger_one_settlement_per_task",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount} ({self.account})"
+
+
+class IdempotencyKey(models.Model):
+    """A POST /tasks replay guard, per user, kept AICP_IDEMPOTENCY_TTL_H hours."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    task = models.ForeignKey(Task, on_delete=models.CASCADE)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_per_user")]

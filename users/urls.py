@@ -1,0 +1,9 @@
+from django.urls import re_path
+
+from users.api import LogoutApi, ThrottledTokenObtainPairView, ThrottledTokenRefreshView
+
+urlpatterns = [
+    re_path(r"^auth/token/?$", ThrottledTokenObtainPairView.as_view(), name="token-obtain"),
+    re_path(r"^auth/token/refresh/?$", ThrottledTokenRefreshView.as_view(), name="token-refresh"),
+    re_path(r"^auth/logout/?$", LogoutApi.as_view(), name="logout"),
+]
