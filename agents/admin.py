@@ -7,8 +7,16 @@ from agents.pricing import reputation_multiplier
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
     list_display = (
-        "name", "backend", "model", "price_per_unit", "success_count", "failure_count",
-        "success_rate_display", "reputation", "earnings", "is_active",
+        "name",
+        "backend",
+        "model",
+        "price_per_unit",
+        "success_count",
+        "failure_count",
+        "success_rate_display",
+        "reputation",
+        "earnings",
+        "is_active",
     )
     list_filter = ("backend", "is_active")
     search_fields = ("name", "model")

@@ -32,7 +32,9 @@ class Agent(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.CheckConstraint(condition=models.Q(price_per_unit__gte=0), name="agent_price_non_negative"),
+            models.CheckConstraint(
+                condition=models.Q(price_per_unit__gte=0), name="agent_price_non_negative"
+            ),
         ]
 
     def __str__(self) -> str:

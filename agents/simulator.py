@@ -459,8 +459,7 @@ class LLMSimulator:
             try:
                 missing = [label for label in enum if label not in self._label_vectors]
                 if missing:
-                    # Label names like "billing_issue" embed better as words.
-                    vectors = encode([label.replace("_", " ").replace("-", " ") for label in missing])
+                    vectors = encode([_label_sentence(label) for label in missing])
                     self._label_vectors.update(zip(missing, vectors, strict=True))
                 text_vector = encode([text])[0]
                 scores = [float(self._label_vectors[label] @ text_vector) for label in enum]
@@ -469,6 +468,11 @@ class LLMSimulator:
                 self._encoder, self._encoder_state = None, "unavailable"
                 return None
         return enum[max(range(len(enum)), key=scores.__getitem__)]
+
+    def warm_up(self) -> None:
+        """Load the zero-shot encoder now rather than on the first unknown text (loading takes seconds)."""
+        if self.zero_shot:
+            self._zero_shot_label("warm up", ["warm up"])
 
     def _resolve_encoder(self) -> Callable[[Sequence[str]], Any] | None:
         if self._encoder_state == "unresolved":
@@ -625,6 +629,13 @@ def _completion_body(payload: dict[str, Any], content: str) -> dict[str, Any]:
     }
 
 
+def _label_sentence(label: str) -> str:
+    # A sentence embeds closer to on-topic texts than a bare word ("sports" alone loses to "cooking" for
+    # "the striker scored in the cup final"); "billing_issue" reads better as words.
+    words = label.replace("_", " ").replace("-", " ")
+    return f"This text is about {words}."
+
+
 def _free_form_answer(text: str) -> str:
     words = text.split()
     gist = " ".join(words[:12]) + (" …" if len(words) > 12 else "")
@@ -680,6 +691,8 @@ def simulator_from_options(options: dict[str, Any]) -> LLMSimulator:
 
 def serve_until_interrupted(simulator: LLMSimulator, announce: Callable[[str], None] = print) -> None:
     simulator.start()
+    # Serve right away; the encoder loads meanwhile so the first unknown text doesn't wait seconds.
+    threading.Thread(target=simulator.warm_up, name="llm-simulator-warm-up", daemon=True).start()
     announce(f"AICP LLM simulator (not a real model) serving at {simulator.base_url} — Ctrl-C to stop")
     try:
         while simulator._thread is not None and simulator._thread.is_alive():

@@ -8,7 +8,16 @@ class TrainingDataAdmin(admin.ModelAdmin):
     list_display = ("created_at", "task_type", "split", "source", "output", "correct_label", "has_embedding")
     list_filter = ("split", "source", "task_type")
     search_fields = ("input_text", "output", "task_id")
-    readonly_fields = ("task_id", "input_text", "task_type", "complexity", "labels", "output", "split", "created_at")
+    readonly_fields = (
+        "task_id",
+        "input_text",
+        "task_type",
+        "complexity",
+        "labels",
+        "output",
+        "split",
+        "created_at",
+    )
 
     @admin.display(boolean=True, description="embedding")
     def has_embedding(self, sample: TrainingData) -> bool:
@@ -18,8 +27,14 @@ class TrainingDataAdmin(admin.ModelAdmin):
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = (
-        "number", "status", "accuracy", "macro_f1", "train_samples", "validation_samples",
-        "training_seconds", "created_at",
+        "number",
+        "status",
+        "accuracy",
+        "macro_f1",
+        "train_samples",
+        "validation_samples",
+        "training_seconds",
+        "created_at",
     )
     list_filter = ("status",)
     readonly_fields = [field.name for field in ModelVersion._meta.fields]

@@ -72,7 +72,9 @@ def _nll(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:
     return float(np.mean(log_norm - scaled[np.arange(len(targets)), targets]))
 
 
-def fit_temperature(logits: np.ndarray | Sequence[Sequence[float]], targets: np.ndarray | Sequence[int]) -> float:
+def fit_temperature(
+    logits: np.ndarray | Sequence[Sequence[float]], targets: np.ndarray | Sequence[int]
+) -> float:
     """Temperature T > 0 minimising the NLL of softmax(logits / T); masked entries may be -inf.
 
     A 1-D search over log T (golden section inside a coarse grid) is deterministic and needs no torch.

@@ -111,9 +111,7 @@ def _features_of(inp: Sample | Input) -> tuple[str, tuple[str, ...], str, np.nda
     return inp.text, tuple(inp.label_set), inp.task_type, inp.embedding
 
 
-def build_batch(
-    inputs: Sequence[Sample | Input], config: ModelConfig, label_index: dict[str, int]
-) -> Batch:
+def build_batch(inputs: Sequence[Sample | Input], config: ModelConfig, label_index: dict[str, int]) -> Batch:
     texts, extras, embs, has, mask = [], [], [], [], np.zeros((len(inputs), config.n_labels), dtype=bool)
     for i, inp in enumerate(inputs):
         text, label_set, task_type, embedding = _features_of(inp)

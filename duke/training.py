@@ -19,7 +19,16 @@ import torch
 import torch.nn.functional as F
 
 from duke.calibration import accuracy, fit_temperature
-from duke.model import Batch, DukeNet, ModelConfig, Sample, TrainedModel, build_batch, masked, set_torch_threads
+from duke.model import (
+    Batch,
+    DukeNet,
+    ModelConfig,
+    Sample,
+    TrainedModel,
+    build_batch,
+    masked,
+    set_torch_threads,
+)
 
 
 @dataclass(frozen=True)
@@ -172,7 +181,9 @@ def train(
     model_config = ModelConfig(n_buckets=cfg.n_buckets, ngram_dim=cfg.ngram_dim, n_labels=len(labels))
     # A sample's own label always counts as offered, even if the recorded label set forgot it.
     samples = [
-        s if s.label in s.label_set else Sample(s.text, s.label, (*s.label_set, s.label), s.task_type, s.embedding)
+        s
+        if s.label in s.label_set
+        else Sample(s.text, s.label, (*s.label_set, s.label), s.task_type, s.embedding)
         for s in samples
     ]
     data = _prepare(samples, model_config, label_index)

@@ -23,8 +23,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
     list_display = (
-        "short_id", "buyer", "task_type", "status", "agent", "executed_by", "price", "attempts",
-        "latency_ms", "created_at",
+        "short_id",
+        "buyer",
+        "task_type",
+        "status",
+        "agent",
+        "executed_by",
+        "price",
+        "attempts",
+        "latency_ms",
+        "created_at",
     )
     list_filter = ("status", "agent", "executed_by", "task_type")
     search_fields = ("id", "description", "result", "buyer__username")

@@ -33,10 +33,31 @@ class TaskOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Task
         fields = [
-            "id", "buyer", "description", "complexity", "task_type", "labels", "requested_agent", "agent",
-            "executed_by", "status", "result", "confidence", "price", "cost", "attempts", "error", "error_code",
-            "prompt_tokens", "completion_tokens", "latency_ms", "accepted", "correct_label", "created_at",
-            "started_at", "finished_at",
+            "id",
+            "buyer",
+            "description",
+            "complexity",
+            "task_type",
+            "labels",
+            "requested_agent",
+            "agent",
+            "executed_by",
+            "status",
+            "result",
+            "confidence",
+            "price",
+            "cost",
+            "attempts",
+            "error",
+            "error_code",
+            "prompt_tokens",
+            "completion_tokens",
+            "latency_ms",
+            "accepted",
+            "correct_label",
+            "created_at",
+            "started_at",
+            "finished_at",
         ]
         read_only_fields = fields
 
@@ -75,7 +96,10 @@ class TaskSubmitInputSerializer(serializers.Serializer):
             if server_computed:
                 # Price, status, result, buyer, executed_by … are the server's: say so rather than ignore it.
                 raise serializers.ValidationError(
-                    {name: ["This field is computed by the server and cannot be set."] for name in sorted(server_computed)}
+                    {
+                        name: ["This field is computed by the server and cannot be set."]
+                        for name in sorted(server_computed)
+                    }
                 )
         return super().to_internal_value(data)
 
@@ -91,7 +115,9 @@ class TaskListApi(APIView):
     def get(self, request: Request) -> Response:
         status_filter = request.query_params.get("status")
         if status_filter and status_filter not in Task.Status.values:
-            raise serializers.ValidationError({"status": [f"Must be one of {', '.join(Task.Status.values)}."]})
+            raise serializers.ValidationError(
+                {"status": [f"Must be one of {', '.join(Task.Status.values)}."]}
+            )
         tasks = task_list_visible(user=request.user, status=status_filter)
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(tasks, request, view=self)

@@ -43,7 +43,9 @@ def settle_llm_error(task: Task, error: llm.LLMError) -> None:
     """Retryable errors go back to the queue until AICP_TASK_MAX_ATTEMPTS; anything else fails now."""
     if error.retryable and task.attempts < settings.AICP_TASK_MAX_ATTEMPTS:
         delay = max(error.retry_after or 0.0, settings.AICP_TASK_RETRY_DELAY_S * 2 ** (task.attempts - 1))
-        logger.warning("Task %s RETRY in %.1f s after %s: %s", task.short_id, delay, error.code, error.message)
+        logger.warning(
+            "Task %s RETRY in %.1f s after %s: %s", task.short_id, delay, error.code, error.message
+        )
         task_retry_later(task_id=task.id, error=error.message, error_code=error.code, delay_s=delay)
         return
     task_fail(task_id=task.id, error=error.message, error_code=error.code)
@@ -67,6 +69,8 @@ def run_task(task_id: uuid.UUID) -> None:
         return
     except Exception as error:  # noqa: BLE001 — a bug must fail the task (and refund), never strand it
         logger.exception("Task %s crashed in execution", task.short_id)
-        task_fail(task_id=task.id, error=f"internal error: {type(error).__name__}: {error}", error_code="internal")
+        task_fail(
+            task_id=task.id, error=f"internal error: {type(error).__name__}: {error}", error_code="internal"
+        )
         return
     task_complete(task_id=task.id, outcome=outcome_from_completion(agent, completion))

@@ -61,13 +61,15 @@ def post(*, legs: Sequence[Leg], task: Task | None = None, memo: str = "") -> uu
     transaction_id = uuid.uuid4()
     LedgerEntry.objects.bulk_create(
         LedgerEntry(
-            transaction_id=transaction_id, account_id=leg.account.pk, amount=leg.amount, kind=leg.kind,
-            task=task, memo=memo[:200],
+            transaction_id=transaction_id,
+            account_id=leg.account.pk,
+            amount=leg.amount,
+            kind=leg.kind,
+            task=task,
+            memo=memo[:200],
         )
         for leg in legs
     )
     for leg in legs:
         Account.objects.filter(pk=leg.account.pk).update(balance=F("balance") + leg.amount)
     return transaction_id
-
-

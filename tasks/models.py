@@ -39,7 +39,10 @@ class Task(models.Model):
     confidence = models.FloatField(null=True, blank=True, help_text="Duke's calibrated confidence.")
     price = models.DecimalField(**MONEY, help_text="Quoted at submission; what the buyer pays on success.")
     cost = models.DecimalField(
-        max_digits=19, decimal_places=8, default=Decimal("0"), help_text="Provider token cost of the LLM calls."
+        max_digits=19,
+        decimal_places=8,
+        default=Decimal("0"),
+        help_text="Provider token cost of the LLM calls.",
     )
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True, default="")
@@ -63,7 +66,9 @@ class Task(models.Model):
             models.Index(fields=["status", "lease_until"]),
         ]
         constraints = [
-            models.CheckConstraint(condition=models.Q(complexity__gte=1, complexity__lte=10), name="task_complexity"),
+            models.CheckConstraint(
+                condition=models.Q(complexity__gte=1, complexity__lte=10), name="task_complexity"
+            ),
             models.CheckConstraint(condition=models.Q(price__gte=0), name="task_price_non_negative"),
         ]
 
@@ -101,10 +106,14 @@ class Account(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["kind", "user"], condition=models.Q(user__isnull=False), name="account_one_per_user_kind"
+                fields=["kind", "user"],
+                condition=models.Q(user__isnull=False),
+                name="account_one_per_user_kind",
             ),
             models.UniqueConstraint(
-                fields=["kind", "agent"], condition=models.Q(agent__isnull=False), name="account_one_per_agent"
+                fields=["kind", "agent"],
+                condition=models.Q(agent__isnull=False),
+                name="account_one_per_agent",
             ),
             models.UniqueConstraint(
                 fields=["kind"],
@@ -113,7 +122,8 @@ class Account(models.Model):
             ),
             # Only the funding account is the source of money, so only it may go below zero.
             models.CheckConstraint(
-                condition=models.Q(balance__gte=0) | models.Q(kind="funding"), name="account_balance_non_negative"
+                condition=models.Q(balance__gte=0) | models.Q(kind="funding"),
+                name="account_balance_non_negative",
             ),
         ]
 
@@ -136,7 +146,9 @@ class LedgerEntry(models.Model):
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
     amount = models.DecimalField(**MONEY)
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    task = models.ForeignKey(Task, null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entries")
+    task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entries"
+    )
     memo = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
@@ -147,7 +159,9 @@ class LedgerEntry(models.Model):
             # One hold per task, and one settlement out of escrow (a payout or a release, never both,
             # never twice), whatever retries or crashes happen.
             models.UniqueConstraint(
-                fields=["task"], condition=models.Q(kind="hold", amount__lt=0), name="ledger_one_hold_per_task"
+                fields=["task"],
+                condition=models.Q(kind="hold", amount__lt=0),
+                name="ledger_one_hold_per_task",
             ),
             models.UniqueConstraint(
                 fields=["task"],

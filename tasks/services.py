@@ -15,9 +15,10 @@ from django.utils import timezone
 
 from agents.models import Agent
 from agents.pricing import quantize_money, quote
-from agents.selectors import agent_default_llm, agent_get
+from agents.selectors import agent_default_llm, agent_duke, agent_get
 from agents.services import agent_record_outcome
 from aicp.exceptions import DomainError
+from duke.router import RouteDecision, route
 from duke.services import sample_record
 from tasks import ledger
 from tasks.models import Account, Task
@@ -58,8 +59,12 @@ def buyer_register(*, username: str, password: str) -> User:
 def _hold(*, task: Task) -> None:
     ledger.post(
         legs=[
-            ledger.Leg(ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.BUYER), -task.price, "hold"),
-            ledger.Leg(ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.ESCROW), task.price, "hold"),
+            ledger.Leg(
+                ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.BUYER), -task.price, "hold"
+            ),
+            ledger.Leg(
+                ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.ESCROW), task.price, "hold"
+            ),
         ],
         task=task,
         memo=f"hold for task {task.id}",
@@ -68,7 +73,9 @@ def _hold(*, task: Task) -> None:
 
 def _pay(*, task: Task, agent: Agent) -> Decimal:
     """Settles the hold to the executing agent (less the platform fee). Returns what the agent earned."""
-    fee = quantize_money(task.price * settings.AICP_PLATFORM_FEE) if settings.AICP_PLATFORM_FEE else Decimal(0)
+    fee = (
+        quantize_money(task.price * settings.AICP_PLATFORM_FEE) if settings.AICP_PLATFORM_FEE else Decimal(0)
+    )
     earned = task.price - fee
     escrow = ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.ESCROW)
     legs = [
@@ -87,8 +94,14 @@ def _pay(*, task: Task, agent: Agent) -> Decimal:
 def _release(*, task: Task) -> None:
     ledger.post(
         legs=[
-            ledger.Leg(ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.ESCROW), -task.price, "release"),
-            ledger.Leg(ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.BUYER), task.price, "release"),
+            ledger.Leg(
+                ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.ESCROW),
+                -task.price,
+                "release",
+            ),
+            ledger.Leg(
+                ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.BUYER), task.price, "release"
+            ),
         ],
         task=task,
         memo=f"release for task {task.id}",
@@ -112,7 +125,9 @@ def _resolve_agent(requested: str) -> Agent:
         return agent_default_llm()
     agent = agent_get(name=requested)
     if not agent.is_active:
-        raise DomainError(f"Agent {requested!r} is not active.", code="agent_inactive", fields={"agent": ["inactive"]})
+        raise DomainError(
+            f"Agent {requested!r} is not active.", code="agent_inactive", fields={"agent": ["inactive"]}
+        )
     if agent.backend == Agent.Backend.DUKE:
         # Duke only serves the tasks it is confident about; asking for it by name cannot bypass that.
         raise DomainError(
@@ -126,6 +141,11 @@ def _resolve_agent(requested: str) -> Agent:
 @transaction.atomic
 def task_submit(*, buyer: User, request: TaskRequest) -> Task:
     """Quotes, holds the quote in escrow and enqueues execution when the transaction commits."""
+    if request.agent == "auto" and request.labels:
+        decision = route(text=request.description, labels=request.labels, task_type=request.task_type)
+        duke = agent_duke()
+        if decision is not None and duke is not None:
+            return _submit_served_by_duke(buyer=buyer, request=request, duke=duke, decision=decision)
     agent = _resolve_agent(request.agent)
     price = quote(
         price_per_unit=agent.price_per_unit,
@@ -148,6 +168,39 @@ def task_submit(*, buyer: User, request: TaskRequest) -> Task:
 
     transaction.on_commit(lambda: jobs.enqueue_execution(task.id))
     logger.info("Task %s SUBMITTED to %s at %s", task.short_id, agent.name, price)
+    return task
+
+
+def _submit_served_by_duke(
+    *, buyer: User, request: TaskRequest, duke: Agent, decision: RouteDecision
+) -> Task:
+    """Duke answers in the request: quote, hold and payout in one transaction, no queue, no LLM call."""
+    price = quote(
+        price_per_unit=duke.price_per_unit,
+        complexity=request.complexity,
+        success_count=duke.success_count,
+        failure_count=duke.failure_count,
+    )
+    task = Task.objects.create(
+        buyer=buyer,
+        description=request.description,
+        complexity=request.complexity,
+        task_type=request.task_type,
+        labels=list(request.labels or ()),
+        requested_agent=request.agent,
+        agent=duke,
+        price=price,
+        status=Task.Status.RUNNING,
+        attempts=1,
+        started_at=timezone.now(),
+    )
+    _hold(task=task)
+    task_complete(
+        task_id=task.id,
+        outcome=Outcome(result=decision.label, confidence=decision.confidence, latency_ms=0),
+        executed_by_id=duke.pk,
+    )
+    task.refresh_from_db()
     return task
 
 
@@ -210,14 +263,16 @@ def task_complete(*, task_id: uuid.UUID, outcome: Outcome, executed_by_id: int |
     executor = task.agent if executor_id == task.agent_id else Agent.objects.get(pk=executor_id)
     earned = _pay(task=task, agent=executor)
     agent_record_outcome(agent_id=executor.pk, success=True, earned=earned)
-    sample_record(
-        task_id=task.id,
-        text=task.description,
-        task_type=task.task_type,
-        complexity=task.complexity,
-        labels=task.labels,
-        output=outcome.result,
-    )
+    if executor.backend != Agent.Backend.DUKE:
+        # Duke's own answers never become its training labels: it would learn its own mistakes.
+        sample_record(
+            task_id=task.id,
+            text=task.description,
+            task_type=task.task_type,
+            complexity=task.complexity,
+            labels=task.labels,
+            output=outcome.result,
+        )
     logger.info("Task %s COMPLETED by %s in %s ms", task.short_id, executor.name, outcome.latency_ms)
     return True
 
@@ -267,7 +322,9 @@ def task_requeue_expired() -> list[uuid.UUID]:
     """The reaper: running tasks whose lease ran out (their worker died) go back to pending, once."""
     now = timezone.now()
     expired = list(
-        Task.objects.filter(status=Task.Status.RUNNING, lease_until__lt=now).values_list("pk", flat=True)[:1000]
+        Task.objects.filter(status=Task.Status.RUNNING, lease_until__lt=now).values_list("pk", flat=True)[
+            :1000
+        ]
     )
     requeued = []
     for task_id in expired:
@@ -311,4 +368,3 @@ def task_resubmit(*, task_id: uuid.UUID) -> Task:
             agent=original.requested_agent,
         ),
     )
-

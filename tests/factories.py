@@ -22,13 +22,23 @@ def authenticated_client(user) -> APIClient:
     return client
 
 
-def submit(buyer, description: str = "Summarise this.", *, complexity: int = 1, labels=None, task_type: str = "",
-           agent: str = "auto"):
+def submit(
+    buyer,
+    description: str = "Summarise this.",
+    *,
+    complexity: int = 1,
+    labels=None,
+    task_type: str = "",
+    agent: str = "auto",
+):
     return task_submit(
         buyer=buyer,
         request=TaskRequest(
-            description=description, complexity=complexity, task_type=task_type,
-            labels=tuple(labels) if labels else None, agent=agent,
+            description=description,
+            complexity=complexity,
+            task_type=task_type,
+            labels=tuple(labels) if labels else None,
+            agent=agent,
         ),
     )
 

@@ -21,4 +21,3 @@ class User(AbstractUser):
     @property
     def is_operator(self) -> bool:
         return bool(self.is_staff)
-

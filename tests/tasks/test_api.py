@@ -27,7 +27,9 @@ def test_it_creates_a_pending_task_with_a_quote(buyer_client):
 
 
 def test_it_works_with_a_trailing_slash(buyer_client):
-    assert buyer_client.post("/tasks/", {"description": "x", "complexity": 1}, format="json").status_code == 201
+    assert (
+        buyer_client.post("/tasks/", {"description": "x", "complexity": 1}, format="json").status_code == 201
+    )
     assert buyer_client.get("/tasks/").status_code == 200
 
 
@@ -126,8 +128,17 @@ def test_it_lists_own_tasks_paginated_and_filtered(buyer, buyer_client):
 def test_it_shows_task_detail_fields(buyer, buyer_client):
     task = submit(buyer, labels=LABELS)
     body = buyer_client.get(f"/tasks/{task.id}").json()
-    for field in ["status", "result", "executed_by", "price", "attempts", "error", "latency_ms",
-                  "prompt_tokens", "completion_tokens"]:
+    for field in [
+        "status",
+        "result",
+        "executed_by",
+        "price",
+        "attempts",
+        "error",
+        "latency_ms",
+        "prompt_tokens",
+        "completion_tokens",
+    ]:
         assert field in body
 
 

@@ -74,7 +74,10 @@ def test_it_logs_out_by_blacklisting_the_refresh_token(api_client):
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
     assert api_client.post("/auth/logout", {"refresh": tokens["refresh"]}, format="json").status_code == 204
     api_client.credentials()
-    assert api_client.post("/auth/token/refresh", {"refresh": tokens["refresh"]}, format="json").status_code == 401
+    assert (
+        api_client.post("/auth/token/refresh", {"refresh": tokens["refresh"]}, format="json").status_code
+        == 401
+    )
 
 
 def test_it_requires_a_token_for_me(api_client):

@@ -35,13 +35,19 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("AICP_HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("AICP_PORT", "8000")))
         parser.add_argument("--web-workers", type=int, default=int(os.environ.get("AICP_WEB_WORKERS", "2")))
-        parser.add_argument("--simulator-port", type=int, default=int(os.environ.get("AICP_SIMULATOR_PORT", "8100")))
+        parser.add_argument(
+            "--simulator-port", type=int, default=int(os.environ.get("AICP_SIMULATOR_PORT", "8100"))
+        )
         parser.add_argument(
             "--simulator-dataset",
             default=os.environ.get("AICP_SIMULATOR_DATASET", ""),
             help="JSONL {text,label} the simulator answers from (a perfect teacher for those texts).",
         )
-        parser.add_argument("--simulator-latency-ms", type=int, default=int(os.environ.get("AICP_SIMULATOR_LATENCY_MS", "300")))
+        parser.add_argument(
+            "--simulator-latency-ms",
+            type=int,
+            default=int(os.environ.get("AICP_SIMULATOR_LATENCY_MS", "300")),
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         children: list[tuple[str, subprocess.Popen]] = []
@@ -75,10 +81,12 @@ class Command(BaseCommand):
                 child_env.update(
                     {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "simulator", "AICP_LLM_SIMULATED": "1"}
                 )
-                self.stdout.write(self.style.WARNING(
-                    f"{BANNER}\nOPENAI_API_KEY is not set: using the bundled LLM SIMULATOR at {base_url}.\n"
-                    f"Answers are simulated, not from a real model. Set OPENAI_API_KEY to use the real API.\n{BANNER}"
-                ))
+                self.stdout.write(
+                    self.style.WARNING(
+                        f"{BANNER}\nOPENAI_API_KEY is not set: using the bundled LLM SIMULATOR at {base_url}.\n"
+                        f"Answers are simulated, not from a real model. Set OPENAI_API_KEY to use the real API.\n{BANNER}"
+                    )
+                )
             call_command("migrate", interactive=False, verbosity=1)
             if not settings.DEBUG:
                 call_command("collectstatic", interactive=False, verbosity=0)
@@ -86,16 +94,29 @@ class Command(BaseCommand):
             children.append(("qcluster", subprocess.Popen([python, manage, "qcluster"], env=child_env)))
             bind = f"{options['host']}:{options['port']}"
             gunicorn = [
-                python, "-m", "gunicorn", "aicp.wsgi:application", "--bind", bind,
-                "--workers", str(options["web_workers"]), "--threads", "8", "--timeout", "60",
-                "--graceful-timeout", "10",
+                python,
+                "-m",
+                "gunicorn",
+                "aicp.wsgi:application",
+                "--bind",
+                bind,
+                "--workers",
+                str(options["web_workers"]),
+                "--threads",
+                "8",
+                "--timeout",
+                "60",
+                "--graceful-timeout",
+                "10",
             ]
             children.append(("web", subprocess.Popen(gunicorn, env=child_env)))
             self._wait_for(f"http://{bind}/health", "the web server", accept_degraded=True)
-            self.stdout.write(self.style.SUCCESS(
-                f"AICP is up: API http://{bind}/ · docs http://{bind}/api/docs/ · "
-                f"dashboard http://{bind}/dashboard · admin http://{bind}/admin/  (Ctrl-C stops everything)"
-            ))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"AICP is up: API http://{bind}/ · docs http://{bind}/api/docs/ · "
+                    f"dashboard http://{bind}/dashboard · admin http://{bind}/admin/  (Ctrl-C stops everything)"
+                )
+            )
             while True:
                 for name, process in children:
                     if process.poll() is not None:
@@ -143,6 +164,8 @@ class Command(BaseCommand):
         secret_file = Path(settings.DATA_DIR) / "admin-password.txt"
         secret_file.write_text(password + "\n")
         secret_file.chmod(0o600)
-        self.stdout.write(self.style.WARNING(
-            f"Created development operator 'admin' with password {password} (saved in {secret_file})."
-        ))
+        self.stdout.write(
+            self.style.WARNING(
+                f"Created development operator 'admin' with password {password} (saved in {secret_file})."
+            )
+        )
