@@ -1,27 +1,28 @@
-"""Shared fixtures. The environment is set before Django's settings load, so every test is isolated."""
+"""Shared fixtures. The test environment itself is prepared in tests/settings.py."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
-_TEST_ROOT = Path(tempfile.mkdtemp(prefix="aicp-tests-"))
-os.environ.setdefault("AICP_DATA_DIR", str(_TEST_ROOT / "data"))
-os.environ.setdefault("AICP_TEST_SQLITE_PATH", str(_TEST_ROOT / "test.sqlite3"))
-os.environ.setdefault("AICP_Q_SYNC", "1")
-os.environ.setdefault("AICP_TASK_RETRY_DELAY_S", "0")
-os.environ.setdefault("AICP_LLM_BACKOFF_S", "0.01")
-os.environ.setdefault("AICP_THROTTLE_REGISTER", "10000/minute")
-os.environ.setdefault("AICP_THROTTLE_TOKEN", "10000/minute")
-os.environ.pop("OPENAI_API_KEY", None)
-os.environ.pop("OPENAI_BASE_URL", None)
-os.environ.pop("DATABASE_URL", None) if os.environ.get("AICP_TEST_POSTGRES") != "1" else None
-
-import pytest  # noqa: E402
-from rest_framework.test import APIClient  # noqa: E402
+import pytest
+from rest_framework.test import APIClient
 
 pytest_plugins = ["tests.fixtures_llm"]
+
+# The PostgreSQL + Redis pass (`make test-postgres`) selects by marker; marking by folder means a new test
+# in these folders is part of that pass without anyone remembering to mark it.
+_FOLDER_MARKERS = {"tasks": "money", "duke": "training", "faults": "cluster", "postgres": "postgres"}
+_TESTS_DIR = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        try:
+            folder = Path(item.path).resolve().relative_to(_TESTS_DIR).parts[0]
+        except (ValueError, IndexError):
+            continue
+        if folder in _FOLDER_MARKERS:
+            item.add_marker(_FOLDER_MARKERS[folder])
 
 
 @pytest.fixture(autouse=True)
