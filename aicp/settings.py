@@ -184,7 +184,7 @@ else:
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": env_int("AICP_SQLITE_BUSY_TIMEOUT_S", 30, minimum=1),
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
             # Tests use a file (not :memory:) so that real qcluster processes can share the database.
             "TEST": {"NAME": env_str("AICP_TEST_SQLITE_PATH") or None},
@@ -275,6 +275,23 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# --- cache: shared by every process (throttles, django-q2 cluster stats) ---------------------------------
+
+if env_str("AICP_REDIS_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": env_str("AICP_REDIS_URL"),
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(DATA_DIR / "cache"),
+        }
+    }
+
 # --- queue (django-q2) ----------------------------------------------------------------------------------
 
 AICP_REDIS_URL = env_str("AICP_REDIS_URL")
@@ -312,11 +329,26 @@ AICP_TASK_MAX_ATTEMPTS = env_int("AICP_TASK_MAX_ATTEMPTS", 3, minimum=1)
 AICP_TASK_RETRY_DELAY_S = env_float("AICP_TASK_RETRY_DELAY_S", 5.0, minimum=0.0)
 AICP_TASK_LEASE_S = env_int("AICP_TASK_LEASE_S", 300, minimum=5)
 AICP_DEFAULT_AGENT = env_str("AICP_DEFAULT_AGENT", "openai-gpt-4o-mini")
+# Throughput: each drainer job keeps up to AICP_LLM_CONCURRENCY calls in flight; at most AICP_DRAINERS
+# drainers run at once (default: one per queue worker), each for a slice before yielding its worker.
+AICP_LLM_CONCURRENCY = env_int("AICP_LLM_CONCURRENCY", 64, minimum=1)
+AICP_DRAINERS = env_int("AICP_DRAINERS", Q_CLUSTER["workers"], minimum=1)
+AICP_DRAIN_SLICE_S = env_float("AICP_DRAIN_SLICE_S", 60.0, minimum=1.0)
+# Client-side limits per agent, shared by all workers (database, or Redis with AICP_REDIS_URL); 0 = none.
+AICP_RPM_LIMIT = env_int("AICP_RPM_LIMIT", 0, minimum=0)
+AICP_TPM_LIMIT = env_int("AICP_TPM_LIMIT", 0, minimum=0)
+AICP_RATE_BURST_S = env_float("AICP_RATE_BURST_S", 1.0, minimum=0.05)
+# The circuit breaker opens after this many consecutive retryable failures of an agent.
+AICP_BREAKER_FAILURES = env_int("AICP_BREAKER_FAILURES", 5, minimum=1)
+AICP_BREAKER_COOLDOWN_S = env_float("AICP_BREAKER_COOLDOWN_S", 30.0, minimum=0.1)
 
 # --- money ----------------------------------------------------------------------------------------------
 
 AICP_SIGNUP_CREDIT = env_decimal("AICP_SIGNUP_CREDIT", "100.0000")
 AICP_PLATFORM_FEE = env_decimal("AICP_PLATFORM_FEE", "0")  # a fraction of the price, e.g. 0.1
+if AICP_PLATFORM_FEE >= 1:
+    # A fee of the whole price or more would leave the agent nothing (or less than nothing) to earn.
+    raise ImproperlyConfigured(f"AICP_PLATFORM_FEE={AICP_PLATFORM_FEE} is a fraction of the price: below 1")
 AICP_DAILY_SPEND_CAP = env_decimal("AICP_DAILY_SPEND_CAP", "", allow_empty=True)
 AICP_IDEMPOTENCY_TTL_H = env_int("AICP_IDEMPOTENCY_TTL_H", 24, minimum=1)
 
@@ -341,6 +373,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
         "openai": {"level": "WARNING"},
     },
 }

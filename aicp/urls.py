@@ -4,11 +4,13 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from aicp import views
+from aicp import dashboard, views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     re_path(r"^health/?$", views.health, name="health"),
+    re_path(r"^dashboard/?$", dashboard.dashboard, name="dashboard"),
+    path("dashboard/data.json", dashboard.dashboard_data, name="dashboard-data"),
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("users.urls")),

@@ -29,7 +29,7 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 
 
 class Command(BaseCommand):
-    help = "Start the whole AICP system: web (gunicorn), workers (qcluster) and, without OPENAI_API_KEY, the simulator."
+    help = "Start AICP: web (gunicorn), workers (qcluster) and, without OPENAI_API_KEY, the LLM simulator."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("AICP_HOST", "127.0.0.1"))
@@ -57,6 +57,9 @@ class Command(BaseCommand):
         manage = str(Path(settings.BASE_DIR) / "manage.py")
 
         def stop_all(*_: object) -> None:
+            # A second Ctrl-C or SIGTERM must not cut the shutdown short and orphan a child.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             for name, process in reversed(children):
                 if process.poll() is None:
                     self.stdout.write(f"Stopping {name} (pid {process.pid})")
@@ -69,6 +72,7 @@ class Command(BaseCommand):
                     process.kill()
 
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        failed = False
         try:
             if not os.environ.get("OPENAI_API_KEY"):
                 base_url = f"http://127.0.0.1:{options['simulator_port']}/v1"
@@ -83,8 +87,9 @@ class Command(BaseCommand):
                 )
                 self.stdout.write(
                     self.style.WARNING(
-                        f"{BANNER}\nOPENAI_API_KEY is not set: using the bundled LLM SIMULATOR at {base_url}.\n"
-                        f"Answers are simulated, not from a real model. Set OPENAI_API_KEY to use the real API.\n{BANNER}"
+                        f"{BANNER}\nNo OPENAI_API_KEY: using the bundled LLM SIMULATOR at {base_url}\n"
+                        "Answers are simulated, not from a real model. "
+                        f"Set OPENAI_API_KEY to use the real API.\n{BANNER}"
                     )
                 )
             call_command("migrate", interactive=False, verbosity=1)
@@ -114,7 +119,8 @@ class Command(BaseCommand):
             self.stdout.write(
                 self.style.SUCCESS(
                     f"AICP is up: API http://{bind}/ · docs http://{bind}/api/docs/ · "
-                    f"dashboard http://{bind}/dashboard · admin http://{bind}/admin/  (Ctrl-C stops everything)"
+                    f"dashboard http://{bind}/dashboard · admin http://{bind}/admin/ "
+                    "(Ctrl-C stops everything)"
                 )
             )
             while True:
@@ -126,10 +132,11 @@ class Command(BaseCommand):
             self.stdout.write("Shutting down…")
         except RuntimeError as exc:
             self.stderr.write(self.style.ERROR(f"{exc}; stopping the rest."))
-            stop_all()
-            sys.exit(1)
+            failed = True
         finally:
             stop_all()
+        if failed:
+            sys.exit(1)
 
     def _wait_for(self, url: str, what: str, *, accept_degraded: bool = False, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
