@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS := --disable-pip-version-check --quiet
 
-.PHONY: run test lint format bench venv dev-venv clean
+.PHONY: run test test-postgres services lint format bench venv dev-venv clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ run: venv
 
 test: dev-venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The scale-out pass: the marked subset on PostgreSQL with the Redis broker (`make services` starts both).
+PG_TEST_URL ?= postgresql://aicp:aicp@127.0.0.1:5432/aicp
+REDIS_TEST_URL ?= redis://127.0.0.1:6379/0
+PG_MARKERS ?= postgres or money or training or cluster
+test-postgres: dev-venv
+	AICP_TEST_POSTGRES=1 DATABASE_URL=$(PG_TEST_URL) AICP_REDIS_URL=$(REDIS_TEST_URL) \
+		$(PY) -m pytest -m "$(PG_MARKERS)" $(PYTEST_ARGS)
+
+services:
+	bash .ci/services.sh
 
 lint: dev-venv
 	$(VENV)/bin/ruff check .

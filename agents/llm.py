@@ -187,6 +187,25 @@ def endpoint_from_settings(model: str, base_url: str | None = None) -> LLMEndpoi
     )
 
 
+def request_messages(*, text: str, labels: Sequence[str] | None = None) -> list[dict[str, str]]:
+    """The chat messages ``complete`` sends for this task (e.g. to export fine-tuning data that matches)."""
+    return _build_request("export", text, _check_labels(labels))["messages"]
+
+
+def estimate_label_tokens(*, text: str, labels: Sequence[str]) -> tuple[int, int]:
+    """Rough (prompt, completion) tokens of the labeling call ``complete`` would make, for cost estimates.
+
+    About 4 characters per token (the usual rule for English) plus the chat framing of each message;
+    the answer is the JSON object the schema allows, sized for the longest label.
+    """
+    checked = _check_labels(labels)
+    request = _build_request("estimate", text, checked)
+    prompt_chars = sum(len(message["content"]) for message in request["messages"])
+    prompt_tokens = math.ceil(prompt_chars / 4) + 4 * len(request["messages"]) + 3
+    answer = json.dumps({"label": max(checked, key=len)}, ensure_ascii=False)
+    return prompt_tokens, math.ceil(len(answer) / 4) + 1
+
+
 # -- one call: prompt, parsing, retry policy (shared by the sync and async loops) -----------------------
 
 

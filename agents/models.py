@@ -47,3 +47,35 @@ class Agent(models.Model):
     @property
     def success_rate(self) -> float | None:
         return self.success_count / self.tasks_done if self.tasks_done else None
+
+
+class RateLimitBucket(models.Model):
+    """Shared client-side rate-limit state of one key (an agent): see agents.ratelimit."""
+
+    key = models.CharField(max_length=128, unique=True)
+    requests = models.FloatField(default=0.0, help_text="Request tokens left.")
+    tokens = models.FloatField(default=0.0, help_text="LLM tokens left; negative while in debt.")
+    updated_ts = models.FloatField(default=0.0, help_text="Epoch seconds of the last refill.")
+    blocked_until_ts = models.FloatField(default=0.0, help_text="Retry-After: none before (epoch s).")
+
+    def __str__(self) -> str:
+        return f"rate limit {self.key}"
+
+
+class CircuitBreakerState(models.Model):
+    """Shared circuit breaker of one key (an agent): see agents.ratelimit."""
+
+    class State(models.TextChoices):
+        CLOSED = "closed", "Closed"
+        OPEN = "open", "Open"
+        HALF_OPEN = "half_open", "Half-open (one trial call)"
+
+    key = models.CharField(max_length=128, unique=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.CLOSED)
+    failures = models.PositiveIntegerField(default=0, help_text="Consecutive retryable failures.")
+    open_until_ts = models.FloatField(default=0.0, help_text="Epoch seconds; a trial call may start after.")
+    trial_until_ts = models.FloatField(default=0.0, help_text="Epoch seconds; the trial call's deadline.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"breaker {self.key}: {self.state}"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -54,12 +55,18 @@ class SpendCapExceeded(DomainError):
         self.retry_after_s = retry_after_s
 
 
+def _messages(value: Any) -> list[str]:
+    """Plain messages; a list item or nested field says where (`3: This field may not be blank.`)."""
+    if isinstance(value, dict):
+        return [f"{key}: {message}" for key, inner in value.items() for message in _messages(inner)]
+    if isinstance(value, list):
+        return [message for item in value for message in _messages(item)]
+    return [str(value)]
+
+
 def _flatten_fields(detail: Any) -> dict[str, list[str]]:
     if isinstance(detail, dict):
-        return {
-            str(key): [str(item) for item in value] if isinstance(value, list) else [str(value)]
-            for key, value in detail.items()
-        }
+        return {str(key): _messages(value) for key, value in detail.items()}
     return {}
 
 
@@ -86,6 +93,13 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         if isinstance(exc, SpendCapExceeded):
             response["Retry-After"] = str(exc.retry_after_s)
         return response
+    if isinstance(exc, RequestDataTooBig):
+        # Django would answer an HTML 400; the API owes a JSON error that says what is wrong.
+        return error_response(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            "payload_too_large",
+            f"The request body is larger than the {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes allowed.",
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

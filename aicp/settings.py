@@ -213,10 +213,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PARSER_CLASSES": ["aicp.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "aicp.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "aicp.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "aicp.exceptions.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": THROTTLE_RATES,
 }
@@ -237,6 +237,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "aicp.openapi.add_error_responses",
+    ],
 }
 
 # --- static, i18n ---------------------------------------------------------------------------------------
@@ -361,6 +365,8 @@ DUKE_TARGET_AGREEMENT = env_float("DUKE_TARGET_AGREEMENT", 0.95, minimum=0.5, ma
 DUKE_AUDIT_RATE = env_float("DUKE_AUDIT_RATE", 0.05, minimum=0.0, maximum=1.0)
 DUKE_VALIDATION_FRACTION = env_float("DUKE_VALIDATION_FRACTION", 0.2, minimum=0.05, maximum=0.5)
 DUKE_ENCODE_ON_RECORD = env_bool("DUKE_ENCODE_ON_RECORD", True)
+# Caps training epochs (0: the trainer's own budget and early stopping decide); tests use a few.
+DUKE_MAX_EPOCHS = env_int("DUKE_MAX_EPOCHS", 0, minimum=0)
 
 # --- logging --------------------------------------------------------------------------------------------
 

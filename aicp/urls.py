@@ -16,4 +16,8 @@ urlpatterns = [
     path("", include("users.urls")),
     path("", include("tasks.urls")),
     path("", include("agents.urls")),
+    path("", include("duke.urls")),
 ]
+
+# A path no route matches answers JSON like the rest of the API (the admin and dashboard keep HTML).
+handler404 = "aicp.views.not_found"

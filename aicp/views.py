@@ -6,8 +6,9 @@ import time
 
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
+from django.views.defaults import page_not_found
 
 
 def _check_database() -> dict:
@@ -61,3 +62,15 @@ def health(request: HttpRequest) -> JsonResponse:
         "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
     }
     return JsonResponse(body, status=200 if body["status"] == "ok" else 503)
+
+
+# The pages people browse; everything else is the JSON API.
+_HTML_PREFIXES = ("/admin/", "/dashboard", "/api/docs", "/static/")
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: a path no route matches answers in the API's error shape, not an HTML page."""
+    if request.path.startswith(_HTML_PREFIXES):
+        return page_not_found(request, exception)
+    body = {"error": {"code": "not_found", "message": f"No resource at {request.path}."}}
+    return JsonResponse(body, status=404)

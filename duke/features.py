@@ -17,6 +17,7 @@ import numpy as np
 
 DEFAULT_BUCKETS = 1 << 18
 CHAR_NGRAM_SIZES = (3, 4, 5)
+MAX_TOKENS = 400
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 _DIGITS_RE = re.compile(r"\d+")
@@ -62,57 +63,82 @@ def _word_hash(word: str) -> int:
 
 
 @lru_cache(maxsize=1 << 17)
-def _char_hashes(word: str) -> tuple[int, ...]:
+def _char_hashes(word: str, sizes: tuple[int, ...]) -> tuple[int, ...]:
     # Only word-like tokens get sub-word n-grams; the boundary marks let "<un" differ from "un".
     if len(word) < 2 or not word[0].isalnum():
         return ()
     marked = f"<{word}>"
     out = []
-    for n in CHAR_NGRAM_SIZES:
-        if len(marked) < n:
-            break
+    for n in sizes:
         for i in range(len(marked) - n + 1):
             out.append(stable_hash("c\x00" + marked[i : i + n]))
     return tuple(out)
 
 
-def extract_ids(text: str, n_buckets: int = DEFAULT_BUCKETS, extra_tokens: Sequence[str] = ()) -> np.ndarray:
-    """Bucket ids (int64) for word unigrams, word bigrams and character 3–5-grams of one text.
+def extract_ids(
+    text: str,
+    n_buckets: int = DEFAULT_BUCKETS,
+    extra_tokens: Sequence[str] = (),
+    *,
+    char_sizes: tuple[int, ...] = CHAR_NGRAM_SIZES,
+    max_tokens: int = MAX_TOKENS,
+) -> np.ndarray:
+    """Bucket ids (int64, with repeats) for word unigrams, word bigrams and character n-grams.
 
     `extra_tokens` are added as unigram-like features (e.g. the task type) so the model can condition
-    on them; they are namespaced so they never collide by construction with a real word.
+    on them; they live in their own hash namespace, so they never equal a real word's hash.
+    Only the first `max_tokens` tokens count: beyond that a text adds cost, rarely information.
     """
-    tokens = tokenize(normalize_text(text))
+    tokens = tokenize(normalize_text(text))[:max_tokens]
     words = np.fromiter((_word_hash(t) for t in tokens), dtype=np.uint64, count=len(tokens))
     parts = [words]
     if len(words) > 1:
         parts.append(_mix(words[:-1] * _GOLDEN + (words[1:] ^ _BIGRAM_SALT)))
-    chars = [h for t in tokens for h in _char_hashes(t)]
-    if chars:
-        parts.append(np.asarray(chars, dtype=np.uint64))
+    if char_sizes:
+        chars = [h for t in tokens for h in _char_hashes(t, char_sizes)]
+        if chars:
+            parts.append(np.asarray(chars, dtype=np.uint64))
     if extra_tokens:
         parts.append(np.asarray([stable_hash("x\x00" + t) for t in extra_tokens], dtype=np.uint64))
     ids = np.concatenate(parts) % np.uint64(n_buckets)
     return ids.astype(np.int64)
 
 
+def bag_of_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct ids with weights count/total, so a weighted sum equals the mean over all n-grams.
+
+    Deduplicating first roughly halves the rows the sparse update touches on long texts.
+    """
+    if ids.size == 0:
+        return ids, np.zeros(0, dtype=np.float32)
+    uniq, counts = np.unique(ids, return_counts=True)
+    return uniq, (counts / ids.size).astype(np.float32)
+
+
 def extract_batch(
     texts: Sequence[str],
     n_buckets: int = DEFAULT_BUCKETS,
     extra_tokens: Sequence[Sequence[str]] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Flat ids and offsets in the layout `nn.EmbeddingBag(input, offsets)` expects.
+    *,
+    char_sizes: tuple[int, ...] = CHAR_NGRAM_SIZES,
+    max_tokens: int = MAX_TOKENS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat ids, offsets and per-id weights in the layout `nn.EmbeddingBag(mode="sum")` expects.
 
     A text with no features gets an empty bag (EmbeddingBag returns zeros for it).
     """
-    all_ids = []
+    all_ids, all_w = [], []
     offsets = np.zeros(len(texts), dtype=np.int64)
     pos = 0
     for i, text in enumerate(texts):
         extra = extra_tokens[i] if extra_tokens is not None else ()
-        ids = extract_ids(text, n_buckets, extra)
+        ids, weights = bag_of_ids(
+            extract_ids(text, n_buckets, extra, char_sizes=char_sizes, max_tokens=max_tokens)
+        )
         offsets[i] = pos
         pos += len(ids)
         all_ids.append(ids)
-    flat = np.concatenate(all_ids) if all_ids else np.zeros(0, dtype=np.int64)
-    return flat, offsets
+        all_w.append(weights)
+    if not all_ids:
+        return np.zeros(0, dtype=np.int64), offsets, np.zeros(0, dtype=np.float32)
+    return np.concatenate(all_ids), offsets, np.concatenate(all_w)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from duke.encoder import EMBEDDING_DIM
-from duke.features import DEFAULT_BUCKETS, extract_batch
+from duke.features import CHAR_NGRAM_SIZES, DEFAULT_BUCKETS, MAX_TOKENS, extract_batch
 
 ARTIFACT_FORMAT = 1
 _PREDICT_BATCH = 512
@@ -65,43 +65,57 @@ class ModelConfig:
     ngram_dim: int = 16
     embedding_dim: int = EMBEDDING_DIM
     n_labels: int = 0
+    char_sizes: tuple[int, ...] = CHAR_NGRAM_SIZES
+    max_tokens: int = MAX_TOKENS
     use_task_type_feature: bool = True
+
+    def __post_init__(self) -> None:
+        # Artifacts store the config as plain data, where tuples come back as lists.
+        object.__setattr__(self, "char_sizes", tuple(self.char_sizes))
 
 
 def set_torch_threads() -> None:
     # The box has 2 cores shared with the web server and the queue; more threads only add contention.
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ.get("DUKE_THREADS", min(2, os.cpu_count() or 1))))
 
 
 class DukeNet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.bag = nn.EmbeddingBag(config.n_buckets, config.ngram_dim, mode="mean", sparse=True)
+        # Trained with a hand-written sparse update (see training.py), hence no `sparse=True` here.
+        # Weighted sum with weights count/total = the mean over a text's n-grams (fastText's bag).
+        self.bag = nn.EmbeddingBag(config.n_buckets, config.ngram_dim, mode="sum")
         self.ngram_out = nn.Linear(config.ngram_dim, config.n_labels)
         self.emb_out = nn.Linear(config.embedding_dim, config.n_labels)
-        # Unit-norm embeddings have components ~1/sqrt(384); rescaling them to ~1 lets the default
-        # Linear init and one learning rate suit both views.
-        self.register_buffer("emb_scale", torch.tensor(float(config.embedding_dim) ** 0.5))
+        # How much each view's logits count at prediction time; fitted on held-out data after training.
+        self.register_buffer("mix", torch.ones(2))
 
     def views(
-        self, ids: torch.Tensor, offsets: torch.Tensor, emb: torch.Tensor
+        self, ids: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor, emb: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        ngram_logits = self.ngram_out(self.bag(ids, offsets))
-        emb_logits = self.emb_out(emb * self.emb_scale)
-        return ngram_logits, emb_logits
+        bag = self.bag(ids, offsets, per_sample_weights=weights)
+        return self.ngram_out(bag), self.emb_out(emb)
 
     def forward(
-        self, ids: torch.Tensor, offsets: torch.Tensor, emb: torch.Tensor, has_emb: torch.Tensor
+        self,
+        ids: torch.Tensor,
+        offsets: torch.Tensor,
+        weights: torch.Tensor,
+        emb: torch.Tensor,
+        has_emb: torch.Tensor,
     ) -> torch.Tensor:
-        ngram_logits, emb_logits = self.views(ids, offsets, emb)
-        return ngram_logits + has_emb.unsqueeze(1) * emb_logits
+        ngram_logits, emb_logits = self.views(ids, offsets, weights, emb)
+        # Without an embedding the n-gram view answers alone, at full weight.
+        w_ng = torch.where(has_emb > 0, self.mix[0], torch.ones_like(has_emb))
+        return w_ng.unsqueeze(1) * ngram_logits + (has_emb * self.mix[1]).unsqueeze(1) * emb_logits
 
 
 @dataclass
 class Batch:
     ids: torch.Tensor
     offsets: torch.Tensor
+    weights: torch.Tensor
     emb: torch.Tensor
     has_emb: torch.Tensor
     mask: torch.Tensor  # bool (N, n_labels): True where the label belongs to the input's set
@@ -130,10 +144,13 @@ def build_batch(inputs: Sequence[Sample | Input], config: ModelConfig, label_ind
             j = label_index.get(label)
             if j is not None:
                 mask[i, j] = True
-    ids, offsets = extract_batch(texts, config.n_buckets, extras)
+    ids, offsets, weights = extract_batch(
+        texts, config.n_buckets, extras, char_sizes=config.char_sizes, max_tokens=config.max_tokens
+    )
     return Batch(
         ids=torch.from_numpy(ids),
         offsets=torch.from_numpy(offsets),
+        weights=torch.from_numpy(weights),
         emb=torch.from_numpy(np.stack(embs)) if embs else torch.zeros((0, config.embedding_dim)),
         has_emb=torch.tensor(has, dtype=torch.float32),
         mask=torch.from_numpy(mask),
@@ -145,7 +162,12 @@ def masked(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class TrainedModel:
-    """A trained head plus everything needed to use it: label vocabulary, config, temperature."""
+    """A trained head plus everything needed to use it: label vocabulary, config, temperatures.
+
+    `temperature` applies to inputs with an embedding, `temperature_ngram_only` to inputs without.
+    `predict` never computes embeddings itself: callers encode with `duke.encoder.encode_texts`
+    (or pass the stored embedding) so that the math stays free of the 90 MB encoder.
+    """
 
     def __init__(
         self,
@@ -153,42 +175,47 @@ class TrainedModel:
         labels: Sequence[str],
         temperature: float = 1.0,
         metadata: dict[str, Any] | None = None,
+        temperature_ngram_only: float | None = None,
     ) -> None:
         self.net = net.eval()
         self.labels: list[str] = list(labels)
         self.label_index = {label: i for i, label in enumerate(self.labels)}
         self.temperature = float(temperature)
+        self.temperature_ngram_only = float(temperature if temperature_ngram_only is None else temperature_ngram_only)
         self.metadata: dict[str, Any] = dict(metadata or {})
 
     @property
     def config(self) -> ModelConfig:
         return self.net.config
 
-    def logits(self, inputs: Sequence[Sample | Input]) -> tuple[np.ndarray, np.ndarray]:
-        """Raw (untempered) masked logits and the mask, for calibration code."""
+    def logits(self, inputs: Sequence[Sample | Input]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Untempered masked logits (-inf outside each input's set), the mask and has-embedding flags."""
         set_torch_threads()
-        out_logits, out_mask = [], []
+        inputs = list(inputs)
+        out_logits, out_mask, out_has = [], [], []
         with torch.inference_mode():
             for start in range(0, len(inputs), _PREDICT_BATCH):
                 batch = build_batch(inputs[start : start + _PREDICT_BATCH], self.config, self.label_index)
-                logits = self.net(batch.ids, batch.offsets, batch.emb, batch.has_emb)
+                logits = self.net(batch.ids, batch.offsets, batch.weights, batch.emb, batch.has_emb)
                 out_logits.append(masked(logits, batch.mask).numpy())
                 out_mask.append(batch.mask.numpy())
+                out_has.append(batch.has_emb.numpy() > 0)
         if not out_logits:
-            empty = np.zeros((0, len(self.labels)))
-            return empty.astype(np.float32), empty.astype(bool)
-        return np.concatenate(out_logits), np.concatenate(out_mask)
+            empty = np.zeros((0, len(self.labels)), dtype=np.float32)
+            return empty, empty.astype(bool), np.zeros(0, dtype=bool)
+        return np.concatenate(out_logits), np.concatenate(out_mask), np.concatenate(out_has)
 
     def predict(self, inputs: Sequence[Sample | Input]) -> list[Prediction]:
         inputs = list(inputs)
-        logits, mask = self.logits(inputs)
+        logits, mask, has_emb = self.logits(inputs)
         predictions = []
-        for inp, row, row_mask in zip(inputs, logits, mask, strict=True):
+        for inp, row, row_mask, row_has in zip(inputs, logits, mask, has_emb, strict=True):
             probs = {label: 0.0 for label in inp.label_set}
             if not row_mask.any():
                 predictions.append(Prediction(label=None, confidence=0.0, probabilities=probs))
                 continue
-            scaled = row[row_mask].astype(np.float64) / self.temperature
+            temperature = self.temperature if row_has else self.temperature_ngram_only
+            scaled = row[row_mask].astype(np.float64) / temperature
             p = np.exp(scaled - scaled.max())
             p /= p.sum()
             known = [self.labels[j] for j in np.flatnonzero(row_mask)]
@@ -207,6 +234,7 @@ class TrainedModel:
                 "config": asdict(self.config),
                 "labels": list(self.labels),
                 "temperature": self.temperature,
+                "temperature_ngram_only": self.temperature_ngram_only,
                 "metadata": self.metadata,
                 "state_dict": state,
             },
@@ -222,4 +250,10 @@ class TrainedModel:
             raise ValueError(f"unsupported Duke artifact format {payload.get('format')!r}")
         net = DukeNet(ModelConfig(**payload["config"]))
         net.load_state_dict(payload["state_dict"])
-        return cls(net, payload["labels"], payload["temperature"], payload["metadata"])
+        return cls(
+            net,
+            payload["labels"],
+            payload["temperature"],
+            payload["metadata"],
+            payload["temperature_ngram_only"],
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.db import models
 
 
@@ -58,6 +60,9 @@ class TrainingTrigger(models.Model):
     sample_ordinal = models.PositiveIntegerField(unique=True)
     reason = models.CharField(max_length=16, default="samples")
     created_at = models.DateTimeField(auto_now_add=True)
+    # The version whose training covered this trigger. A trigger whose job found another training
+    # running stays unclaimed, and that training enqueues one more when it finishes: none is lost.
+    version = models.PositiveIntegerField(null=True, blank=True, db_index=True)
 
     def __str__(self) -> str:
         return f"training at sample {self.sample_ordinal}"
@@ -105,3 +110,74 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"Duke v{self.number} ({self.status})"
+
+
+class ServedTask(models.Model):
+    """One row per task Duke answered itself: its answer, what the LLM would have cost, the live check."""
+
+    class Audit(models.TextChoices):
+        NONE = "", "Not sampled"
+        PENDING = "pending", "Sent to the LLM"
+        AGREED = "agreed", "LLM agreed"
+        DISAGREED = "disagreed", "LLM disagreed"
+        FAILED = "failed", "LLM call failed"
+
+    class Verdict(models.TextChoices):
+        NONE = "", "No feedback"
+        ACCEPTED = "accepted", "Buyer accepted"
+        REJECTED = "rejected", "Buyer rejected or corrected"
+
+    task_id = models.UUIDField(unique=True)
+    task_type = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    model_version = models.PositiveIntegerField(help_text="The production version that answered.")
+    label = models.CharField(max_length=200)
+    confidence = models.FloatField()
+    price = models.DecimalField(max_digits=19, decimal_places=4, help_text="What the buyer paid Duke.")
+    llm_agent = models.CharField(max_length=64, help_text="The LLM agent `auto` would have used.")
+    llm_price = models.DecimalField(
+        max_digits=19, decimal_places=4, help_text="That agent's quote at the moment Duke served the task."
+    )
+    llm_cost_estimate = models.DecimalField(
+        max_digits=19, decimal_places=8, help_text="Estimated provider token cost of the avoided LLM call."
+    )
+    audit = models.CharField(max_length=16, choices=Audit.choices, blank=True, default=Audit.NONE)
+    audit_label = models.CharField(max_length=200, blank=True, default="")
+    audit_cost = models.DecimalField(
+        max_digits=19, decimal_places=8, default=0, help_text="Provider cost of the audit call (ours)."
+    )
+    verdict = models.CharField(max_length=16, choices=Verdict.choices, blank=True, default=Verdict.NONE)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["model_version", "task_type"])]
+
+    def __str__(self) -> str:
+        return f"Duke v{self.model_version} served {self.task_type or 'untyped'}: {self.label!r}"
+
+    @property
+    def saved(self) -> Decimal:
+        """What the buyer saved against the LLM's quote."""
+        return self.llm_price - self.price
+
+
+class RoutingState(models.Model):
+    """Routing switch for one task type on one production version; a new version starts with none."""
+
+    task_type = models.CharField(max_length=64, blank=True, default="")
+    model_version = models.PositiveIntegerField()
+    suspended = models.BooleanField(default=False)
+    suspended_at = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=300, blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_version", "task_type"], name="routing_state_per_version_type"
+            )
+        ]
+
+    def __str__(self) -> str:
+        state = "suspended" if self.suspended else "routing"
+        return f"v{self.model_version} {self.task_type or 'untyped'}: {state}"

@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+import re
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
+from aicp.serializers import StrictJSONTypesMixin
 from tasks.models import Account, Task
-from tasks.selectors import balance_for, task_get_visible, task_list_visible
-from tasks.services import TaskRequest, buyer_register, task_submit
-from users.api import RegisterThrottle
+from tasks.selectors import balance_for, buyer_committed_today, task_get_visible, task_list_visible
+from tasks.services import (
+    TaskRequest,
+    buyer_daily_spend_cap,
+    buyer_register,
+    task_feedback,
+    task_submit,
+    task_submit_idempotent,
+)
+from users.api import NewPasswordField, RegisterThrottle
 
 MAX_DESCRIPTION = 8000
 MAX_LABELS = 100
 MAX_LABEL_LENGTH = 200
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+MAX_IDEMPOTENCY_KEY = 255
+IDEMPOTENCY_KEY_RE = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}")
 
 
 class SubmitThrottle(UserRateThrottle):
@@ -62,7 +77,7 @@ class TaskOutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class TaskSubmitInputSerializer(serializers.Serializer):
+class TaskSubmitInputSerializer(StrictJSONTypesMixin, serializers.Serializer):
     description = serializers.CharField(max_length=MAX_DESCRIPTION, trim_whitespace=True)
     complexity = serializers.IntegerField(min_value=1, max_value=10)
     task_type = serializers.SlugField(max_length=64, required=False, allow_blank=True, default="")
@@ -105,6 +120,9 @@ class TaskSubmitInputSerializer(serializers.Serializer):
 
 
 class TaskListApi(APIView):
+    # Declared on the class so the schema documents the paginated envelope the list really returns.
+    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
+
     def get_throttles(self) -> list:
         return [SubmitThrottle()] if self.request.method == "POST" else []
 
@@ -114,31 +132,73 @@ class TaskListApi(APIView):
     )
     def get(self, request: Request) -> Response:
         status_filter = request.query_params.get("status")
-        if status_filter and status_filter not in Task.Status.values:
+        if status_filter is not None and status_filter not in Task.Status.values:
             raise serializers.ValidationError(
                 {"status": [f"Must be one of {', '.join(Task.Status.values)}."]}
             )
         tasks = task_list_visible(user=request.user, status=status_filter)
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(tasks, request, view=self)
         return paginator.get_paginated_response(TaskOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=TaskSubmitInputSerializer, responses={201: TaskOutputSerializer})
+    @extend_schema(
+        request=TaskSubmitInputSerializer,
+        parameters=[
+            OpenApiParameter(
+                IDEMPOTENCY_HEADER,
+                str,
+                location=OpenApiParameter.HEADER,
+                required=False,
+                pattern=f"^{IDEMPOTENCY_KEY_RE.pattern}$",
+                description=(
+                    f"Optional, 1–{MAX_IDEMPOTENCY_KEY} printable ASCII characters, per user, kept "
+                    "AICP_IDEMPOTENCY_TTL_H hours. Repeating a key with the same body replays the first "
+                    "response (header Idempotent-Replayed: true) and charges nothing; with another body, 422."
+                ),
+            )
+        ],
+        responses={
+            201: TaskOutputSerializer,
+            402: OpenApiResponse(description="Available balance below the quote; no task created."),
+            404: OpenApiResponse(description="No active agent with the requested name."),
+            409: OpenApiResponse(description="The same Idempotency-Key is still being processed."),
+            422: OpenApiResponse(description="The Idempotency-Key was used with a different body."),
+            429: OpenApiResponse(description="Daily spend cap reached; Retry-After: seconds to midnight UTC"),
+        },
+    )
     def post(self, request: Request) -> Response:
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(key):
+            raise serializers.ValidationError(
+                {
+                    IDEMPOTENCY_HEADER: [
+                        f"Must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters without spaces."
+                    ]
+                }
+            )
         serializer = TaskSubmitInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        task = task_submit(
-            buyer=request.user,
-            request=TaskRequest(
-                description=data["description"],
-                complexity=data["complexity"],
-                task_type=data["task_type"],
-                labels=tuple(data["labels"]) if data["labels"] else None,
-                agent=data["agent"],
-            ),
+        task_request = TaskRequest(
+            description=data["description"],
+            complexity=data["complexity"],
+            task_type=data["task_type"],
+            labels=tuple(data["labels"]) if data["labels"] else None,
+            agent=data["agent"],
         )
-        return Response(TaskOutputSerializer(task).data, status=status.HTTP_201_CREATED)
+        if key is None:
+            task = task_submit(buyer=request.user, request=task_request)
+            return Response(TaskOutputSerializer(task).data, status=status.HTTP_201_CREATED)
+        result = task_submit_idempotent(
+            buyer=request.user,
+            request=task_request,
+            key=key,
+            render=lambda task: TaskOutputSerializer(task).data,
+        )
+        response = Response(result.body, status=result.status_code)
+        if result.replayed:
+            response[REPLAYED_HEADER] = "true"
+        return response
 
 
 class TaskDetailApi(APIView):
@@ -147,12 +207,55 @@ class TaskDetailApi(APIView):
         return Response(TaskOutputSerializer(task_get_visible(user=request.user, task_id=task_id)).data)
 
 
+class TaskFeedbackApi(APIView):
+    class InputSerializer(StrictJSONTypesMixin, serializers.Serializer):
+        accepted = serializers.BooleanField()
+        correct_label = serializers.CharField(
+            max_length=MAX_LABEL_LENGTH, required=False, allow_blank=True, default="", trim_whitespace=True
+        )
+
+        def validate_accepted(self, value: bool) -> bool:
+            # BooleanField would also take "yes", 1 or "false"; the contract says a JSON boolean.
+            if not isinstance(self.initial_data.get("accepted"), bool):
+                raise serializers.ValidationError("Must be true or false.")
+            return value
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: TaskOutputSerializer,
+            400: OpenApiResponse(description="correct_label is not one of the task's labels, or contradicts"),
+            403: OpenApiResponse(description="An operator: only the task's buyer gives feedback."),
+            404: OpenApiResponse(description="No such task, or someone else's."),
+            409: OpenApiResponse(description="Not a completed labeling task, or feedback already given."),
+        },
+    )
+    def post(self, request: Request, task_id: str) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        task = task_feedback(
+            user=request.user,
+            task_id=task_id,
+            accepted=serializer.validated_data["accepted"],
+            correct_label=serializer.validated_data["correct_label"],
+        )
+        return Response(TaskOutputSerializer(task).data)
+
+
 class MeApi(APIView):
     class OutputSerializer(serializers.Serializer):
         username = serializers.CharField()
         role = serializers.CharField()
-        balance = serializers.DecimalField(max_digits=19, decimal_places=4)
-        held = serializers.DecimalField(max_digits=19, decimal_places=4)
+        balance = serializers.DecimalField(max_digits=19, decimal_places=4, help_text="Available to spend.")
+        held = serializers.DecimalField(
+            max_digits=19, decimal_places=4, help_text="Held in escrow for unfinished tasks."
+        )
+        daily_spend_cap = serializers.DecimalField(
+            max_digits=19, decimal_places=4, allow_null=True, help_text="Null: no daily cap."
+        )
+        committed_today = serializers.DecimalField(
+            max_digits=19, decimal_places=4, help_text="Quotes of today's (UTC) tasks, refunds excluded."
+        )
 
     @extend_schema(responses=OutputSerializer)
     def get(self, request: Request) -> Response:
@@ -164,6 +267,8 @@ class MeApi(APIView):
                     "role": user.role,
                     "balance": balance_for(user_id=user.pk, kind=Account.Kind.BUYER),
                     "held": balance_for(user_id=user.pk, kind=Account.Kind.ESCROW),
+                    "daily_spend_cap": buyer_daily_spend_cap(user=user),
+                    "committed_today": buyer_committed_today(user_id=user.pk, now=timezone.now()),
                 }
             ).data
         )
@@ -174,16 +279,19 @@ class RegisterApi(APIView):
     authentication_classes: list = []
     throttle_classes = [RegisterThrottle]
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictJSONTypesMixin, serializers.Serializer):
         username = serializers.RegexField(r"^[\w.@+-]+\Z", max_length=150)
-        password = serializers.CharField(max_length=128, write_only=True)
+        password = NewPasswordField()
 
     class OutputSerializer(serializers.Serializer):
         username = serializers.CharField()
         role = serializers.CharField()
         balance = serializers.DecimalField(max_digits=19, decimal_places=4)
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: OutputSerializer, 409: OpenApiResponse(description="That username is taken.")},
+    )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

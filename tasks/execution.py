@@ -1,7 +1,7 @@
-"""Runs one task: claim, call the agent's LLM outside any transaction, then complete, retry or fail.
+"""Runs tasks: the LLM call happens outside any transaction; each database step is an atomic service.
 
-Not a service: it does network I/O, so it must not hold a database transaction while it waits.
-Each database step it takes is an atomic, idempotent service.
+Tasks run in batches on a drainer (tasks.batch), which keeps many calls in flight; ``run_task`` is the
+same machinery for one given task. Not a service: it does network I/O.
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ from django.conf import settings
 from agents import llm
 from agents.models import Agent
 from agents.pricing import token_cost
+from agents.selectors import agent_default_llm
+from aicp.exceptions import NotFound
+from duke import audit as duke_audit
 from tasks.models import Task
-from tasks.services import Outcome, task_claim, task_complete, task_fail, task_retry_later
+from tasks.services import Outcome
 
 logger = logging.getLogger("tasks")
 
@@ -39,24 +42,23 @@ def outcome_from_completion(agent: Agent, completion: llm.Completion) -> Outcome
     )
 
 
-def settle_llm_error(task: Task, error: llm.LLMError) -> None:
-    """Retryable errors go back to the queue until AICP_TASK_MAX_ATTEMPTS; anything else fails now."""
-    if error.retryable and task.attempts < settings.AICP_TASK_MAX_ATTEMPTS:
-        delay = max(error.retry_after or 0.0, settings.AICP_TASK_RETRY_DELAY_S * 2 ** (task.attempts - 1))
-        logger.warning(
-            "Task %s RETRY in %.1f s after %s: %s", task.short_id, delay, error.code, error.message
-        )
-        task_retry_later(task_id=task.id, error=error.message, error_code=error.code, delay_s=delay)
-        return
-    task_fail(task_id=task.id, error=error.message, error_code=error.code)
-
-
 def run_task(task_id: uuid.UUID) -> None:
-    task = task_claim(task_id=task_id)
-    if task is None:
+    """Claims the task if it is claimable, runs its call (with retries) and settles it, once."""
+    from tasks.batch import Drainer
+
+    Drainer(concurrency=1, task_ids=[task_id]).run()
+
+
+def run_duke_audit(task_id: uuid.UUID) -> None:
+    """Asks the default LLM agent the question Duke answered, unbilled, and records what it said.
+
+    The buyer already has Duke's answer and paid for it: nothing here touches the task or the ledger.
+    """
+    task = Task.objects.filter(pk=task_id).only("description", "labels", "complexity").first()
+    if task is None or not task.labels:
         return
-    agent = task.agent
     try:
+        agent = agent_default_llm()
         completion = llm.complete(
             endpoint=endpoint_for(agent),
             text=task.description,
@@ -64,13 +66,14 @@ def run_task(task_id: uuid.UUID) -> None:
             max_attempts=settings.AICP_LLM_MAX_ATTEMPTS,
             backoff_s=settings.AICP_LLM_BACKOFF_S,
         )
-    except llm.LLMError as error:
-        settle_llm_error(task, error)
+    except (llm.LLMError, NotFound) as error:
+        duke_audit.audit_fail(task_id=task_id, error=str(error))
         return
-    except Exception as error:  # noqa: BLE001 — a bug must fail the task (and refund), never strand it
-        logger.exception("Task %s crashed in execution", task.short_id)
-        task_fail(
-            task_id=task.id, error=f"internal error: {type(error).__name__}: {error}", error_code="internal"
-        )
-        return
-    task_complete(task_id=task.id, outcome=outcome_from_completion(agent, completion))
+    duke_audit.audit_record(
+        task_id=task_id,
+        llm_label=completion.text,
+        cost=outcome_from_completion(agent, completion).cost,
+        text=task.description,
+        complexity=task.complexity,
+        labels=task.labels,
+    )

@@ -7,15 +7,17 @@ in id order (no deadlocks on PostgreSQL) and keep each account's cached balance 
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import F
 
 from aicp.exceptions import InsufficientFunds
 from tasks.models import ZERO, Account, LedgerEntry, Task
+
+CENT_HUNDREDTH = Decimal("0.0001")
 
 
 @dataclass(frozen=True)
@@ -40,23 +42,40 @@ def platform_account(*, kind: str) -> Account:
     return account
 
 
+def lock_accounts(accounts: Sequence[Account]) -> dict[int, Account]:
+    """Locks accounts in id order (the order `post` uses, so lockers never deadlock); returns fresh rows."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("ledger.lock_accounts must run inside a database transaction")
+    account_ids = sorted({account.pk for account in accounts})
+    return {a.pk: a for a in Account.objects.select_for_update().filter(pk__in=account_ids).order_by("pk")}
+
+
 def post(*, legs: Sequence[Leg], task: Task | None = None, memo: str = "") -> uuid.UUID:
-    """Writes one balanced transaction. Raises InsufficientFunds if a non-funding account would go negative."""
+    """Writes one balanced transaction; InsufficientFunds if a non-funding account would go negative."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("ledger.post must run inside a database transaction")
+    for leg in legs:
+        if (
+            not isinstance(leg.amount, Decimal)
+            or not leg.amount.is_finite()
+            or leg.amount != leg.amount.quantize(CENT_HUNDREDTH)
+        ):
+            raise ValueError(f"ledger amounts are finite Decimals with at most 4 places, got {leg.amount!r}")
     legs = [leg for leg in legs if leg.amount != 0]
     if sum((leg.amount for leg in legs), ZERO) != 0:
         raise ValueError(f"unbalanced posting: {[(leg.kind, leg.amount) for leg in legs]}")
     if not legs:
         return uuid.uuid4()
-    account_ids = sorted({leg.account.pk for leg in legs})
-    locked = {a.pk: a for a in Account.objects.select_for_update().filter(pk__in=account_ids).order_by("pk")}
+    locked = lock_accounts([leg.account for leg in legs])
+    deltas: dict[int, Decimal] = defaultdict(lambda: ZERO)
     for leg in legs:
-        account = locked[leg.account.pk]
-        if leg.amount < 0 and account.kind != Account.Kind.FUNDING and account.balance + leg.amount < 0:
+        deltas[leg.account.pk] += leg.amount
+    for account_id, delta in deltas.items():
+        account = locked[account_id]
+        if delta < 0 and account.kind != Account.Kind.FUNDING and account.balance + delta < 0:
             raise InsufficientFunds(
-                f"Available balance {account.balance} is less than the {-leg.amount} this needs.",
-                fields={"balance": [str(account.balance)], "required": [str(-leg.amount)]},
+                f"Available balance {account.balance} is less than the {-delta} this needs.",
+                fields={"balance": [str(account.balance)], "required": [str(-delta)]},
             )
     transaction_id = uuid.uuid4()
     LedgerEntry.objects.bulk_create(
@@ -70,6 +89,8 @@ def post(*, legs: Sequence[Leg], task: Task | None = None, memo: str = "") -> uu
         )
         for leg in legs
     )
-    for leg in legs:
-        Account.objects.filter(pk=leg.account.pk).update(balance=F("balance") + leg.amount)
+    # The new balance is computed here in Decimal from the locked row, not as `balance + x` in SQL: SQLite
+    # has no decimal type and would add binary floats (0.06 - 0.054 - 0.006 < 0 there).
+    for account_id, delta in deltas.items():
+        Account.objects.filter(pk=account_id).update(balance=locked[account_id].balance + delta)
     return transaction_id

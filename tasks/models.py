@@ -6,6 +6,7 @@ import uuid
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 MONEY = {"max_digits": 19, "decimal_places": 4}
@@ -179,9 +180,35 @@ class IdempotencyKey(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
     key = models.CharField(max_length=255)
-    request_hash = models.CharField(max_length=64)
+    request_hash = models.CharField(max_length=64, help_text="sha256 of the canonical JSON of the input.")
     task = models.ForeignKey(Task, on_delete=models.CASCADE)
+    # The first response exactly as sent, so a replay is byte-for-byte the same answer even after the task
+    # has moved on (a replay is "what did my first request get?", not "what is the task now?").
+    response_status = models.PositiveSmallIntegerField(default=201)
+    response_body = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_per_user")]
+
+
+class DrainSlot(models.Model):
+    """One of AICP_DRAINERS places for a batch-executor job; a queued or running drainer leases it.
+
+    Submissions enqueue a drainer only while a slot is free, so a burst of thousands of tasks costs a few
+    jobs, not one job each; a dead drainer's lease runs out and frees its slot.
+    """
+
+    class State(models.TextChoices):
+        IDLE = "idle", "Idle"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+
+    number = models.PositiveSmallIntegerField(primary_key=True)
+    token = models.UUIDField(null=True, blank=True)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.IDLE)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"drain slot {self.number}: {self.state}"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
 
+from agents.pricing import quantize_money
 from aicp.exceptions import NotFound
 from tasks.models import ZERO, Account, Task
 from users.models import User
@@ -34,3 +36,36 @@ def task_get_visible(*, user: User, task_id: str | uuid.UUID) -> Task:
 def balance_for(*, user_id: int, kind: str) -> Decimal:
     account = Account.objects.filter(kind=kind, user_id=user_id).only("balance").first()
     return account.balance if account else ZERO
+
+
+def utc_day_start(now: datetime) -> datetime:
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def buyer_committed_today(
+    *, user_id: int, now: datetime, exclude_task_id: uuid.UUID | None = None
+) -> Decimal:
+    """What counts against the daily spend cap: quotes of today's (UTC) tasks that were not refunded."""
+    tasks = Task.objects.filter(buyer_id=user_id, created_at__gte=utc_day_start(now)).exclude(
+        status=Task.Status.FAILED
+    )
+    if exclude_task_id is not None:
+        tasks = tasks.exclude(pk=exclude_task_id)
+    # SQLite sums decimals as binary floats; four places is the ledger's precision anyway.
+    return quantize_money(tasks.aggregate(total=Sum("price"))["total"] or ZERO)
+
+
+# --- operator dashboard ---------------------------------------------------------------------------------
+
+
+def task_stats(*, since: datetime) -> dict[str, int]:
+    """Counts by status over all tasks, and how many were submitted since `since`, in one query."""
+    statuses = {status: Count("pk", filter=Q(status=status)) for status in Task.Status.values}
+    return Task.objects.aggregate(
+        total=Count("pk"), recent=Count("pk", filter=Q(created_at__gte=since)), **statuses
+    )
+
+
+def task_list_recent(*, limit: int) -> QuerySet[Task]:
+    return Task.objects.select_related("agent", "executed_by", "buyer").order_by("-created_at", "-id")[:limit]
+

@@ -2,26 +2,41 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 import uuid
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Callable, Collection
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from agents.llm import estimate_label_tokens
 from agents.models import Agent
-from agents.pricing import quantize_money, quote
+from agents.pricing import quantize_money, quote, token_cost
 from agents.selectors import agent_default_llm, agent_duke, agent_get
-from agents.services import agent_record_outcome
-from aicp.exceptions import DomainError
+from agents.services import agent_record_correction, agent_record_outcome
+from aicp.exceptions import (
+    Conflict,
+    DomainError,
+    InsufficientFunds,
+    NotFound,
+    SpendCapExceeded,
+    Unprocessable,
+)
+from duke import audit as duke_audit
 from duke.router import RouteDecision, route
-from duke.services import sample_record
+from duke.services import sample_correct, sample_record
 from tasks import ledger
-from tasks.models import Account, Task
+from tasks.models import Account, DrainSlot, IdempotencyKey, Task
+from tasks.selectors import buyer_committed_today, utc_day_start
 from users.models import User
 from users.services import user_register
 
@@ -31,13 +46,32 @@ logger = logging.getLogger("tasks")
 # --- buyers and money -----------------------------------------------------------------------------------
 
 
-@transaction.atomic
-def buyer_credit(*, user_id: int, amount: Decimal, memo: str = "operator credit") -> None:
-    """Money enters the system: the funding account pays the buyer's available balance."""
+# A typo guard, not a business limit: nobody means to add a billion in one credit.
+MAX_CREDIT = Decimal("1000000000")
+
+
+def _valid_credit_amount(amount: Decimal) -> Decimal:
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        raise DomainError(f"{amount!r} is not a decimal amount.", code="invalid_amount")
     if amount <= 0:
-        raise DomainError("A credit must be a positive amount.", code="invalid_amount")
-    amount = quantize_money(amount)
-    ledger.post(
+        raise DomainError(f"A credit must be a positive amount, got {amount}.", code="invalid_amount")
+    if quantize_money(amount) != amount:
+        # Rounding would silently credit something other than what the operator typed.
+        raise DomainError(f"{amount} has more than 4 decimal places.", code="invalid_amount")
+    if amount > MAX_CREDIT:
+        raise DomainError(
+            f"{amount} is more than the {MAX_CREDIT} a single credit may add.", code="invalid_amount"
+        )
+    return quantize_money(amount)
+
+
+@transaction.atomic
+def buyer_credit(*, user_id: int, amount: Decimal, memo: str = "operator credit") -> uuid.UUID:
+    """Money enters the system: the funding account pays the buyer's available balance."""
+    amount = _valid_credit_amount(amount)
+    if not User.objects.filter(pk=user_id).exists():
+        raise NotFound(f"No user with id {user_id}.", code="user_not_found")
+    return ledger.post(
         legs=[
             ledger.Leg(ledger.platform_account(kind=Account.Kind.FUNDING), -amount, "credit"),
             ledger.Leg(ledger.account_for_user(user_id=user_id, kind=Account.Kind.BUYER), amount, "credit"),
@@ -52,19 +86,57 @@ def buyer_register(*, username: str, password: str) -> User:
     ledger.account_for_user(user_id=user.pk, kind=Account.Kind.BUYER)
     ledger.account_for_user(user_id=user.pk, kind=Account.Kind.ESCROW)
     if settings.AICP_SIGNUP_CREDIT:
-        buyer_credit(user_id=user.pk, amount=settings.AICP_SIGNUP_CREDIT, memo="signup credit")
+        buyer_credit(
+            user_id=user.pk, amount=quantize_money(settings.AICP_SIGNUP_CREDIT), memo="signup credit"
+        )
     return user
 
 
+def buyer_daily_spend_cap(*, user: User) -> Decimal | None:
+    """The buyer's own cap if an operator set one, else the global AICP_DAILY_SPEND_CAP; None: no cap."""
+    return user.daily_spend_cap if user.daily_spend_cap is not None else settings.AICP_DAILY_SPEND_CAP
+
+
+def _check_spend_cap(*, task: Task) -> None:
+    """Refuses a task whose quote would take today's (UTC) committed spend over the buyer's cap.
+
+    Runs after the buyer's accounts are locked, so two concurrent submissions cannot both squeeze under it.
+    """
+    cap = buyer_daily_spend_cap(user=task.buyer)
+    if cap is None:
+        return
+    now = timezone.now()
+    committed = buyer_committed_today(user_id=task.buyer_id, now=now, exclude_task_id=task.pk)
+    if committed + task.price <= cap:
+        return
+    midnight = utc_day_start(now) + timedelta(days=1)
+    retry_after_s = max(1, math.ceil((midnight - now).total_seconds()))
+    raise SpendCapExceeded(
+        f"Daily spend cap reached: this task costs {task.price}, you have already committed {committed} "
+        f"today (UTC) and your cap is {cap}. Try again after midnight UTC, or ask an operator to raise "
+        "your cap.",
+        retry_after_s=retry_after_s,
+    )
+
+
 def _hold(*, task: Task) -> None:
+    """Moves the quote from the buyer's available balance into escrow, or refuses the task (402 / 429)."""
+    available_account = ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.BUYER)
+    escrow = ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.ESCROW)
+    locked = ledger.lock_accounts([available_account, escrow])
+    _check_spend_cap(task=task)
+    available = locked[available_account.pk].balance
+    if available < task.price:
+        raise InsufficientFunds(
+            f"Insufficient balance: this task costs {task.price} but your available balance is "
+            f"{available} ({locked[escrow.pk].balance} is held for unfinished tasks). "
+            "Add credit or lower the complexity.",
+            fields={"price": [str(task.price)], "balance": [str(available)]},
+        )
     ledger.post(
         legs=[
-            ledger.Leg(
-                ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.BUYER), -task.price, "hold"
-            ),
-            ledger.Leg(
-                ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.ESCROW), task.price, "hold"
-            ),
+            ledger.Leg(available_account, -task.price, "hold"),
+            ledger.Leg(escrow, task.price, "hold"),
         ],
         task=task,
         memo=f"hold for task {task.id}",
@@ -174,7 +246,11 @@ def task_submit(*, buyer: User, request: TaskRequest) -> Task:
 def _submit_served_by_duke(
     *, buyer: User, request: TaskRequest, duke: Agent, decision: RouteDecision
 ) -> Task:
-    """Duke answers in the request: quote, hold and payout in one transaction, no queue, no LLM call."""
+    """Duke answers in the request: quote, hold and payout in one transaction, no queue, no LLM call.
+
+    What the LLM would have cost is recorded with it (the savings); a sampled few also go to the LLM
+    after commit, unbilled, to measure live agreement.
+    """
     price = quote(
         price_per_unit=duke.price_per_unit,
         complexity=request.complexity,
@@ -197,34 +273,258 @@ def _submit_served_by_duke(
     _hold(task=task)
     task_complete(
         task_id=task.id,
-        outcome=Outcome(result=decision.label, confidence=decision.confidence, latency_ms=0),
+        outcome=Outcome(
+            result=decision.label,
+            confidence=decision.confidence,
+            latency_ms=round(decision.encode_ms + decision.decide_ms),
+        ),
         executed_by_id=duke.pk,
     )
+    llm_agent, llm_price, llm_cost = _llm_alternative(request=request)
+    duke_audit.served_record(
+        task_id=task.id,
+        task_type=task.task_type,
+        model_version=decision.model_version,
+        label=decision.label,
+        confidence=decision.confidence,
+        price=price,
+        llm_agent=llm_agent,
+        llm_price=llm_price,
+        llm_cost_estimate=llm_cost,
+        audit=decision.audit,
+    )
+    if decision.audit:
+        from tasks import jobs
+
+        transaction.on_commit(lambda: jobs.enqueue_duke_audit(task.id))
     task.refresh_from_db()
     return task
+
+
+def _llm_alternative(*, request: TaskRequest) -> tuple[str, Decimal, Decimal]:
+    """The default LLM agent `auto` would have used now: its name, its quote and its token cost estimate."""
+    try:
+        agent = agent_default_llm()
+    except NotFound:
+        return "", Decimal("0"), Decimal("0")
+    price = quote(
+        price_per_unit=agent.price_per_unit,
+        complexity=request.complexity,
+        success_count=agent.success_count,
+        failure_count=agent.failure_count,
+    )
+    prompt_tokens, completion_tokens = estimate_label_tokens(
+        text=request.description, labels=request.labels or ()
+    )
+    cost = token_cost(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        prompt_token_price=agent.prompt_token_price,
+        completion_token_price=agent.completion_token_price,
+    )
+    return agent.name, price, cost
+
+
+# --- idempotent submission -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    task: Task
+    status_code: int
+    body: dict
+    replayed: bool
+
+
+class _KeyTakenConcurrently(Exception):
+    """A concurrent request with the same key committed between our lookup and our insert."""
+
+
+def request_fingerprint(request: TaskRequest) -> str:
+    """sha256 of the canonical JSON of the validated input: the same request hashes the same however sent."""
+    canonical = json.dumps(asdict(request), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _find_key(*, user_id: int, key: str) -> IdempotencyKey | None:
+    return IdempotencyKey.objects.select_related("task").filter(user_id=user_id, key=key).first()
+
+
+@transaction.atomic
+def _submit_once_with_key(
+    *, buyer: User, request: TaskRequest, key: str, render: Callable[[Task], dict]
+) -> SubmitResult:
+    # Locking the buyer's accounts serialises this buyer's submissions (PostgreSQL; SQLite's IMMEDIATE
+    # transactions already do): a duplicate that arrives while the first is in flight waits here, then sees
+    # the committed key and replays.
+    ledger.lock_accounts(
+        [
+            ledger.account_for_user(user_id=buyer.pk, kind=Account.Kind.BUYER),
+            ledger.account_for_user(user_id=buyer.pk, kind=Account.Kind.ESCROW),
+        ]
+    )
+    now = timezone.now()
+    IdempotencyKey.objects.filter(
+        user=buyer, created_at__lt=now - timedelta(hours=settings.AICP_IDEMPOTENCY_TTL_H)
+    ).delete()
+    fingerprint = request_fingerprint(request)
+    existing = _find_key(user_id=buyer.pk, key=key)
+    if existing is not None:
+        if existing.request_hash != fingerprint:
+            raise Unprocessable(
+                "This Idempotency-Key was already used with a different request body. "
+                "Use a new key for a new task.",
+                code="idempotency_key_reused",
+            )
+        return SubmitResult(
+            task=existing.task,
+            status_code=existing.response_status,
+            body=existing.response_body,
+            replayed=True,
+        )
+    task = task_submit(buyer=buyer, request=request)
+    body = json.loads(json.dumps(render(task), cls=DjangoJSONEncoder))
+    try:
+        with transaction.atomic():
+            IdempotencyKey.objects.create(
+                user=buyer,
+                key=key,
+                request_hash=fingerprint,
+                task=task,
+                response_status=201,
+                response_body=body,
+            )
+    except IntegrityError:
+        if not IdempotencyKey.objects.filter(user=buyer, key=key).exists():
+            raise
+        raise _KeyTakenConcurrently from None
+    return SubmitResult(task=task, status_code=201, body=body, replayed=False)
+
+
+def task_submit_idempotent(
+    *, buyer: User, request: TaskRequest, key: str, render: Callable[[Task], dict]
+) -> SubmitResult:
+    """task_submit guarded by an Idempotency-Key: one task and one hold per (buyer, key), ever.
+
+    The key row is written in the task's transaction with the rendered first response, so a replay returns
+    exactly that response; the same key with a different body is refused (422).
+    """
+    for _ in range(2):
+        try:
+            return _submit_once_with_key(buyer=buyer, request=request, key=key, render=render)
+        except _KeyTakenConcurrently:
+            # Our task and hold were rolled back with the transaction; the next pass replays the winner.
+            continue
+    raise Conflict(
+        "Another request with this Idempotency-Key is still being processed; retry shortly.",
+        code="idempotency_in_progress",
+    )
 
 
 # --- execution ------------------------------------------------------------------------------------------
 
 
+def claimable_tasks(
+    *,
+    now: datetime | None = None,
+    exclude_agent_ids: Collection[int] = (),
+    task_ids: Collection[uuid.UUID] | None = None,
+    only_agent_id: int | None = None,
+) -> QuerySet[Task]:
+    """Pending tasks whose retry backoff has passed: what a claim may take (a read the drainer shares)."""
+    now = now or timezone.now()
+    tasks = Task.objects.filter(
+        Q(not_before__isnull=True) | Q(not_before__lte=now), status=Task.Status.PENDING
+    )
+    if only_agent_id is not None:
+        tasks = tasks.filter(agent_id=only_agent_id)
+    if exclude_agent_ids:
+        tasks = tasks.exclude(agent_id__in=list(exclude_agent_ids))
+    if task_ids is not None:
+        tasks = tasks.filter(pk__in=list(task_ids))
+    return tasks
+
+
 @transaction.atomic
-def task_claim(*, task_id: uuid.UUID) -> Task | None:
-    """Atomically moves a pending task to running with a lease; None if someone else has it or it is final."""
+def task_claim_batch(
+    *,
+    limit: int,
+    exclude_agent_ids: Collection[int] = (),
+    task_ids: Collection[uuid.UUID] | None = None,
+    only_agent_id: int | None = None,
+) -> list[Task]:
+    """Moves up to ``limit`` claimable tasks, oldest first, to running with a lease; each to one caller only.
+
+    PostgreSQL locks the candidates with SKIP LOCKED, so concurrent claimers take different rows; SQLite's
+    IMMEDIATE transactions serialise claimers, so nobody writes between our read and our update.
+    """
+    if limit <= 0:
+        return []
     now = timezone.now()
-    claimed = Task.objects.filter(
-        Q(not_before__isnull=True) | Q(not_before__lte=now), pk=task_id, status=Task.Status.PENDING
-    ).update(
+    candidates = claimable_tasks(
+        now=now, exclude_agent_ids=exclude_agent_ids, task_ids=task_ids, only_agent_id=only_agent_id
+    )
+    ids = list(
+        candidates.order_by("created_at")
+        .select_for_update(skip_locked=True)
+        .values_list("pk", flat=True)[:limit]
+    )
+    if not ids:
+        return []
+    # One statement for the batch. The candidates are ours alone (row locks, or SQLite's write lock), and
+    # the status condition still guards the update; the rows stamped with this claim's instant are ours.
+    Task.objects.filter(pk__in=ids, status=Task.Status.PENDING).update(
         status=Task.Status.RUNNING,
         lease_until=now + timedelta(seconds=settings.AICP_TASK_LEASE_S),
         started_at=now,
         updated_at=now,
+        attempts=F("attempts") + 1,
     )
-    if not claimed:
-        return None
-    task = Task.objects.select_related("agent").get(pk=task_id)
-    Task.objects.filter(pk=task_id).update(attempts=task.attempts + 1)
-    task.attempts += 1
-    return task
+    return list(
+        Task.objects.select_related("agent")
+        .filter(pk__in=ids, status=Task.Status.RUNNING, started_at=now)
+        .order_by("created_at")
+    )
+
+
+@transaction.atomic
+def task_claim(*, task_id: uuid.UUID) -> Task | None:
+    """Atomically moves a pending task to running with a lease; None if someone else has it or it is final."""
+    claimed = task_claim_batch(limit=1, task_ids=[task_id])
+    return claimed[0] if claimed else None
+
+
+@transaction.atomic
+def task_release_claims(
+    *, task_ids: Collection[uuid.UUID], not_before: datetime | None, error: str = "", error_code: str = ""
+) -> int:
+    """Gives running tasks back to pending without counting the attempt: their call never had a fair try
+    (the agent's circuit breaker is open). Nobody is billed; a drainer takes them again after not_before."""
+    now = timezone.now()
+    released = Task.objects.filter(pk__in=list(task_ids), status=Task.Status.RUNNING, attempts__gt=0).update(
+        status=Task.Status.PENDING,
+        attempts=F("attempts") - 1,
+        lease_until=None,
+        not_before=not_before,
+        error=error[:4000],
+        error_code=error_code[:32],
+        updated_at=now,
+    )
+    if released:
+        from tasks import jobs
+
+        delay_s = max(0.0, (not_before - now).total_seconds()) if not_before else 0.0
+        transaction.on_commit(lambda: jobs.request_drain(delay_s=delay_s))
+    return released
+
+
+@transaction.atomic
+def task_extend_leases(*, task_ids: Collection[uuid.UUID]) -> int:
+    """Renews the lease of tasks a live worker still holds, so the reaper leaves them alone."""
+    now = timezone.now()
+    return Task.objects.filter(pk__in=list(task_ids), status=Task.Status.RUNNING).update(
+        lease_until=now + timedelta(seconds=settings.AICP_TASK_LEASE_S), updated_at=now
+    )
 
 
 @dataclass(frozen=True)
@@ -326,30 +626,87 @@ def task_requeue_expired() -> list[uuid.UUID]:
             :1000
         ]
     )
-    requeued = []
-    for task_id in expired:
+    requeued = [
+        task_id
+        for task_id in expired
         if Task.objects.filter(pk=task_id, status=Task.Status.RUNNING, lease_until__lt=now).update(
             status=Task.Status.PENDING, lease_until=None, updated_at=now
-        ):
-            requeued.append(task_id)
-    # A pending task untouched for a whole lease lost its queued job (a crash between commit and
-    # enqueue, a purged queue): enqueue it again. A duplicate job is harmless, the claim is atomic.
-    orphaned = list(
-        Task.objects.filter(
-            Q(not_before__isnull=True) | Q(not_before__lte=now),
-            status=Task.Status.PENDING,
-            updated_at__lt=now - timedelta(seconds=settings.AICP_TASK_LEASE_S),
-        ).values_list("pk", flat=True)[:1000]
-    )
-    if requeued or orphaned:
+        )
+    ]
+    # Claimable work with no drainer (a crash between commit and enqueue, a purged queue, a drainer that
+    # died) must not wait for the next submission: ask for one; the drain slots make a spare request free.
+    if requeued or claimable_tasks(now=now).exists():
         from tasks import jobs
 
-        transaction.on_commit(lambda: [jobs.enqueue_execution(task_id) for task_id in requeued + orphaned])
+        transaction.on_commit(jobs.request_drain)
     if requeued:
         logger.warning("Reaper re-queued %d task(s) whose lease expired", len(requeued))
-    if orphaned:
-        logger.warning("Reaper re-enqueued %d pending task(s) that had no job", len(orphaned))
     return requeued
+
+# --- drainer slots --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotLease:
+    number: int
+    token: uuid.UUID
+
+
+def _take_drain_slot(*, number: int, token: uuid.UUID, state: str, lease_s: float, now: datetime) -> bool:
+    return bool(
+        DrainSlot.objects.filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now), number=number).update(
+            token=token, state=state, lease_until=now + timedelta(seconds=lease_s), updated_at=now
+        )
+    )
+
+
+def _take_any_drain_slot(*, slots: int, state: str, lease_s: float) -> SlotLease | None:
+    now = timezone.now()
+    leases = dict(DrainSlot.objects.filter(number__lt=slots).values_list("number", "lease_until"))
+    if len(leases) < slots:
+        DrainSlot.objects.bulk_create(
+            [DrainSlot(number=n) for n in range(slots) if n not in leases], ignore_conflicts=True
+        )
+    for number in range(slots):
+        if leases.get(number) is not None and leases[number] > now:
+            continue
+        token = uuid.uuid4()
+        if _take_drain_slot(number=number, token=token, state=state, lease_s=lease_s, now=now):
+            return SlotLease(number, token)
+    return None
+
+
+# Not @transaction.atomic on purpose: every submission calls this, and on SQLite an atomic block takes the
+# write lock at BEGIN even to find that all slots are busy. Each UPDATE on its own is atomic.
+def drain_slot_reserve(*, slots: int, ttl_s: float) -> SlotLease | None:
+    """Reserves a free drainer slot for a job about to be enqueued; None when all are busy (one read)."""
+    return _take_any_drain_slot(slots=slots, state=DrainSlot.State.QUEUED, lease_s=ttl_s)
+
+
+def drain_slot_acquire(*, slots: int, lease_s: float, reserved: SlotLease | None = None) -> SlotLease | None:
+    """A starting drainer takes the slot reserved for it, or any free one; None: enough drainers run."""
+    if reserved is not None:
+        now = timezone.now()
+        if DrainSlot.objects.filter(number=reserved.number, token=reserved.token).update(
+            state=DrainSlot.State.RUNNING, lease_until=now + timedelta(seconds=lease_s), updated_at=now
+        ):
+            return reserved
+    return _take_any_drain_slot(slots=slots, state=DrainSlot.State.RUNNING, lease_s=lease_s)
+
+
+def drain_slot_renew(*, lease: SlotLease, lease_s: float) -> bool:
+    now = timezone.now()
+    return bool(
+        DrainSlot.objects.filter(number=lease.number, token=lease.token).update(
+            lease_until=now + timedelta(seconds=lease_s), updated_at=now
+        )
+    )
+
+
+def drain_slot_release(*, lease: SlotLease) -> None:
+    DrainSlot.objects.filter(number=lease.number, token=lease.token).update(
+        state=DrainSlot.State.IDLE, token=None, lease_until=None, updated_at=timezone.now()
+    )
 
 
 @transaction.atomic
@@ -368,3 +725,92 @@ def task_resubmit(*, task_id: uuid.UUID) -> Task:
             agent=original.requested_agent,
         ),
     )
+
+
+# --- buyer feedback -------------------------------------------------------------------------------------
+
+
+class NotTaskOwner(DomainError):
+    status_code = 403
+    code = "not_task_owner"
+
+
+@transaction.atomic
+def task_feedback(*, user: User, task_id: uuid.UUID | str, accepted: bool, correct_label: str = "") -> Task:
+    """The buyer's verdict on a completed labeling task, given once (an identical repeat changes nothing).
+
+    A rejection (accepted false, or a correction) counts against the executing agent's reputation and,
+    for Duke, against its live agreement; a correction becomes the task's training label.
+    """
+    try:
+        task = Task.objects.select_related("executed_by").filter(pk=uuid.UUID(str(task_id))).first()
+    except ValueError:
+        task = None
+    if task is None or task.buyer_id != user.pk:
+        if task is not None and user.is_operator:
+            raise NotTaskOwner("Only the buyer who submitted the task can give feedback on it.")
+        raise NotFound("No such task.", code="task_not_found")
+    if not task.is_labeling or task.status != Task.Status.COMPLETED:
+        kind = "labeling task" if task.is_labeling else "free-form task"
+        raise Conflict(
+            f"Feedback is for completed labeling tasks; this is a {task.status} {kind}.",
+            code="feedback_not_applicable",
+        )
+    correction = _validated_correction(task=task, accepted=accepted, correct_label=correct_label)
+    now = timezone.now()
+    given = Task.objects.filter(pk=task.pk, accepted__isnull=True).update(
+        accepted=accepted, correct_label=correction, updated_at=now
+    )
+    if not given:
+        task.refresh_from_db(fields=["accepted", "correct_label"])
+        if task.accepted == accepted and task.correct_label == correction:
+            return task
+        raise Conflict("Feedback was already given for this task.", code="feedback_exists")
+    executor = task.executed_by
+    by_duke = executor is not None and executor.backend == Agent.Backend.DUKE
+    if not accepted and executor is not None:
+        agent_record_correction(agent_id=executor.pk)
+    if by_duke:
+        duke_audit.served_verdict(task_id=task.id, accepted=accepted)
+    if correction:
+        # Duke's own answers are never samples (unless an audit made one), so the correction is the label.
+        sample_record(
+            task_id=task.id,
+            text=task.description,
+            task_type=task.task_type,
+            complexity=task.complexity,
+            labels=task.labels,
+            output=correction if by_duke else task.result,
+        )
+        sample_correct(task_id=task.id, correct_label=correction)
+    verdict = "accepted" if accepted else f"corrected to {correction!r}" if correction else "rejected"
+    logger.info("Task %s FEEDBACK %s (executed by %s)", task.short_id, verdict, executor)
+    task.refresh_from_db()
+    return task
+
+
+def _validated_correction(*, task: Task, accepted: bool, correct_label: str) -> str:
+    """The correction to store: empty for an acceptance; a label of the task's, other than its result."""
+    if not correct_label:
+        return ""
+    if correct_label not in task.labels:
+        raise DomainError(
+            f"{correct_label!r} is not one of this task's labels.",
+            code="invalid_label",
+            fields={"correct_label": [f"Must be one of: {', '.join(task.labels)}."]},
+        )
+    if correct_label == task.result:
+        if not accepted:
+            raise DomainError(
+                "correct_label is the task's own result: a rejection must name another label.",
+                code="contradictory_feedback",
+                fields={"correct_label": ["Equals the result."]},
+            )
+        return ""  # naming the answer it already has confirms it
+    if accepted:
+        raise DomainError(
+            "accepted is true but correct_label names a different label.",
+            code="contradictory_feedback",
+            fields={"accepted": ["Must be false when correct_label differs from the result."]},
+        )
+    return correct_label

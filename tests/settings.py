@@ -17,6 +17,8 @@ os.environ.setdefault("AICP_TASK_RETRY_DELAY_S", "0")
 os.environ.setdefault("AICP_LLM_BACKOFF_S", "0.01")
 os.environ.setdefault("AICP_THROTTLE_REGISTER", "10000/minute")
 os.environ.setdefault("AICP_THROTTLE_TOKEN", "10000/minute")
+# Loading the sentence encoder takes seconds; tests that want embeddings on record opt in.
+os.environ.setdefault("DUKE_ENCODE_ON_RECORD", "0")
 if os.environ.get("AICP_TEST_KEEP_LLM_ENV") != "1":
     os.environ.pop("OPENAI_API_KEY", None)
     os.environ.pop("OPENAI_BASE_URL", None)

@@ -1,17 +1,49 @@
 """Auth endpoints: JWT pair, refresh with rotation, logout by blacklisting the refresh token."""
 
-from drf_spectacular.utils import extend_schema
+from django.contrib.auth import password_validation
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
-from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from aicp.exceptions import DomainError
+from aicp.serializers import StrictJSONTypesMixin
+
+
+def _minimum_password_length() -> int:
+    validators = password_validation.get_default_password_validators()
+    return max((getattr(validator, "min_length", 0) for validator in validators), default=1)
+
+
+# Not entirely digits (NumericPasswordValidator), and no NUL (DRF's CharField).
+_PASSWORD_PATTERN = r"^[^\x00]*[^\d\x00][^\x00]*$"
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "writeOnly": True,
+        "pattern": _PASSWORD_PATTERN,
+        "description": "At least the minimum length, not entirely digits, not a common password, "
+        "not too similar to the username.",
+    }
+)
+class NewPasswordField(serializers.CharField):
+    """A password being chosen. Never trimmed: the token endpoint does not trim it either, so a password
+    with leading or trailing spaces must be stored as typed or its owner could never log in."""
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("min_length", _minimum_password_length())
+        kwargs.setdefault("max_length", 128)
+        kwargs.setdefault("write_only", True)
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
 
 
 class TokenThrottle(AnonRateThrottle):
@@ -33,7 +65,7 @@ class ThrottledTokenRefreshView(TokenRefreshView):
 class LogoutApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictJSONTypesMixin, serializers.Serializer):
         refresh = serializers.CharField()
 
     @extend_schema(request=InputSerializer, responses={204: None})
@@ -46,5 +78,6 @@ class LogoutApi(APIView):
                 raise DomainError("That refresh token belongs to someone else.", code="token_not_yours")
             token.blacklist()
         except TokenError as exc:
-            raise DomainError(str(exc), code="token_not_valid") from exc
+            # 401 like /auth/token/refresh answers the same token: one status for "that token is no good".
+            raise InvalidToken(str(exc)) from exc
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,4 +1,4 @@
-"""Writes on Duke's data; wires the pure model code to the ORM."""
+"""Samples: one per completed task, the retraining watermark, buyer corrections, stored embeddings."""
 
 from __future__ import annotations
 
@@ -7,13 +7,20 @@ import logging
 import uuid
 from collections.abc import Sequence
 
+import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from duke import selectors
+from duke.encoder import EncoderUnavailable, embedding_to_bytes, encode_texts, encoder_available
 from duke.models import SampleCounter, TrainingData, TrainingTrigger
 
 logger = logging.getLogger("duke")
+
+_ENCODE_BATCH = 256
+# Recorded samples are embedded by a queued job every this many samples (training embeds the rest).
+ENCODE_EVERY = 32
 
 
 def split_for(task_id: uuid.UUID) -> str:
@@ -41,7 +48,7 @@ def sample_record(
     labels: Sequence[str] | None,
     output: str,
 ) -> TrainingData | None:
-    """Stores one completed task as a training sample; every DUKE_TRAIN_EVERY labeling samples, one training."""
+    """Stores a completed task as a training sample; every DUKE_TRAIN_EVERY labeling samples, one training."""
     sample, created = TrainingData.objects.get_or_create(
         task_id=task_id,
         defaults={
@@ -55,7 +62,13 @@ def sample_record(
     )
     if not created or not labels:
         return sample if created else None
+    from duke import jobs
+
     ordinal = _next_sample_ordinal()
+    if settings.DUKE_ENCODE_ON_RECORD and ordinal % ENCODE_EVERY == 0:
+        # Through the queue after commit, so a completing task never waits for the encoder, and in
+        # batches: one forward pass for many texts costs far less than one each, and so does one job.
+        transaction.on_commit(jobs.enqueue_encoding)
     if ordinal % settings.DUKE_TRAIN_EVERY == 0:
         training_trigger(sample_ordinal=ordinal, reason="samples")
         logger.info("Collected %d training samples for Duke", ordinal)
@@ -81,3 +94,37 @@ def sample_correct(*, task_id: uuid.UUID, correct_label: str) -> None:
     TrainingData.objects.filter(task_id=task_id).update(
         correct_label=correct_label, source=TrainingData.Source.BUYER
     )
+
+
+def _store_embeddings(pks: Sequence[int], vectors: np.ndarray) -> int:
+    stored = 0
+    with transaction.atomic():
+        for pk, vector in zip(pks, vectors, strict=True):
+            stored += TrainingData.objects.filter(pk=pk, embedding__isnull=True).update(
+                embedding=embedding_to_bytes(vector)
+            )
+    return stored
+
+
+def samples_encode_missing() -> int:
+    """Embeds every labeling sample that has none yet (recorded while the encoder was off or missing).
+
+    Returns how many were stored; 0 without an encoder, in which case Duke trains on n-grams alone.
+    """
+    if not encoder_available():
+        return 0
+    stored, last_pk = 0, 0
+    while True:
+        rows = list(
+            selectors.samples_missing_embedding()
+            .filter(pk__gt=last_pk)
+            .values_list("pk", "input_text")[:_ENCODE_BATCH]
+        )
+        if not rows:
+            return stored
+        last_pk = rows[-1][0]
+        try:
+            vectors = encode_texts([text for _, text in rows])
+        except EncoderUnavailable:
+            return stored
+        stored += _store_embeddings([pk for pk, _ in rows], vectors)

@@ -1,0 +1,35 @@
+"""Serializer building blocks shared by the apps' APIs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rest_framework import serializers
+
+
+class StrictJSONTypesMixin:
+    # JSON types exactly as the schema says: a string field takes only a JSON string. DRF's CharField turns
+    # `7` or `7.5` into `"7"`; a client that sends a number where the contract says text has a bug, and the
+    # API says so (400) instead of storing a guess. Lists of strings likewise. (A comment, not a docstring:
+    # drf-spectacular would show an inherited docstring as every serializer's description.)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            errors: dict[str, list[str]] = {}
+            for name, field in self.fields.items():  # type: ignore[attr-defined]
+                value = data.get(name)
+                if field.read_only or value is None:
+                    continue
+                if isinstance(field, serializers.CharField) and not isinstance(value, str):
+                    errors[name] = ["Must be a string."]
+                elif (
+                    isinstance(field, serializers.ListField)
+                    and isinstance(field.child, serializers.CharField)
+                    and isinstance(value, list)
+                    and not all(isinstance(item, str) for item in value)
+                ):
+                    errors[name] = ["Every item must be a string."]
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)  # type: ignore[misc]

@@ -1,0 +1,561 @@
+"""Every money path: credit, hold (402 / 429), payout with the platform fee, release, reputation, crashes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from unittest import mock
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from agents.models import Agent
+from agents.pricing import quote
+from aicp.exceptions import DomainError, InsufficientFunds, NotFound, SpendCapExceeded
+from tasks import ledger
+from tasks.models import Account, LedgerEntry, Task
+from tasks.services import (
+    Outcome,
+    buyer_credit,
+    task_claim,
+    task_complete,
+    task_fail,
+    task_retry_later,
+)
+from tests.factories import make_buyer, submit
+
+pytestmark = pytest.mark.django_db
+
+DEFAULT_AGENT = "openai-gpt-4o-mini"  # 0.0200 per complexity unit, reputation multiplier 1 when new
+
+
+def _balance(user, kind=Account.Kind.BUYER) -> Decimal:
+    return Account.objects.get(user=user, kind=kind).balance
+
+
+def _entries_sum(user, kind) -> Decimal:
+    return LedgerEntry.objects.filter(account__user=user, account__kind=kind).aggregate(t=Sum("amount"))[
+        "t"
+    ] or Decimal(0)
+
+
+def _post_task(client, key=None, **body):
+    payload = {"description": "Classify: great film", "complexity": 2, **body}
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key is not None else {}
+    return client.post("/tasks", payload, format="json", **headers)
+
+
+def _drain(buyer, leave: Decimal = Decimal("0")) -> None:
+    """Spends the buyer's available balance down to `leave` with one completed expensive task."""
+    available = _balance(buyer)
+    agent = Agent.objects.create(name="drain", backend="openai", model="m", price_per_unit=available - leave)
+    task = submit(buyer, agent=agent.name)
+    task_claim(task_id=task.id)
+    task_complete(task_id=task.id, outcome=Outcome(result="ok"))
+    assert _balance(buyer) == leave
+
+
+# --- 402 ------------------------------------------------------------------------------------------------
+
+
+def test_it_refuses_a_task_the_balance_cannot_cover_with_402_and_creates_nothing(
+    buyer, buyer_client, llm_settings, django_capture_on_commit_callbacks
+):
+    _drain(buyer, leave=Decimal("0.0399"))
+    tasks_before, entries_before = Task.objects.count(), LedgerEntry.objects.count()
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = _post_task(buyer_client, complexity=2)  # costs 0.0400
+    assert response.status_code == 402, response.content
+    error = response.json()["error"]
+    assert error["code"] == "insufficient_funds"
+    assert "0.0400" in error["message"] and "0.0399" in error["message"]
+    assert Task.objects.count() == tasks_before and LedgerEntry.objects.count() == entries_before
+    assert _balance(buyer) == Decimal("0.0399")
+    assert callbacks == [] and llm_settings.request_count == 0
+
+
+def test_it_accepts_a_task_that_costs_exactly_the_available_balance(buyer, buyer_client):
+    _drain(buyer, leave=Decimal("0.0400"))
+    response = _post_task(buyer_client, complexity=2)
+    assert response.status_code == 201
+    assert _balance(buyer) == 0 and _balance(buyer, Account.Kind.ESCROW) == Decimal("0.0400")
+
+
+def test_it_counts_held_money_as_unavailable(buyer):
+    _drain(buyer, leave=Decimal("0.0600"))
+    submit(buyer, complexity=2)
+    with pytest.raises(InsufficientFunds):
+        submit(buyer, complexity=2)
+    assert _balance(buyer) == Decimal("0.0200") and _balance(buyer, Account.Kind.ESCROW) == Decimal("0.0400")
+
+
+# --- payouts, fees, refunds -----------------------------------------------------------------------------
+
+
+def test_it_pays_the_agent_the_price_less_the_platform_fee(buyer, settings):
+    settings.AICP_PLATFORM_FEE = Decimal("0.1")
+    task = submit(buyer, complexity=3)  # 0.0600
+    task_claim(task_id=task.id)
+    assert task_complete(task_id=task.id, outcome=Outcome(result="done"))
+    agent = Agent.objects.get(name=DEFAULT_AGENT)
+    revenue = Account.objects.get(kind=Account.Kind.PLATFORM_REVENUE, user=None, agent=None)
+    assert Account.objects.get(kind=Account.Kind.AGENT, agent=agent).balance == Decimal("0.0540")
+    assert revenue.balance == Decimal("0.0060")
+    assert agent.earnings == Decimal("0.0540")
+    assert _balance(buyer) == Decimal("99.9400") and _balance(buyer, Account.Kind.ESCROW) == 0
+    kinds = {(e.kind, e.amount) for e in LedgerEntry.objects.filter(task=task).exclude(kind="hold")}
+    assert kinds == {
+        ("payout", Decimal("-0.0540")),
+        ("payout", Decimal("0.0540")),
+        ("fee", Decimal("-0.0060")),
+        ("fee", Decimal("0.0060")),
+    }
+
+
+def test_it_rounds_the_fee_to_four_places_and_keeps_the_sum_exact(buyer, settings):
+    settings.AICP_PLATFORM_FEE = Decimal("0.1")
+    agent = Agent.objects.create(name="odd", backend="openai", model="m", price_per_unit=Decimal("0.0333"))
+    task = submit(buyer, agent=agent.name, complexity=1)
+    task_claim(task_id=task.id)
+    task_complete(task_id=task.id, outcome=Outcome(result="done"))
+    agent_account = Account.objects.get(kind=Account.Kind.AGENT, agent=agent)
+    revenue = Account.objects.get(kind=Account.Kind.PLATFORM_REVENUE)
+    assert revenue.balance == Decimal("0.0033") and agent_account.balance == Decimal("0.0300")
+    assert revenue.balance + agent_account.balance == task.price
+
+
+def test_it_pays_the_whole_price_to_the_agent_without_a_fee(buyer, settings):
+    settings.AICP_PLATFORM_FEE = Decimal("0")
+    task = submit(buyer, complexity=3)
+    task_claim(task_id=task.id)
+    task_complete(task_id=task.id, outcome=Outcome(result="done"))
+    assert not Account.objects.filter(kind=Account.Kind.PLATFORM_REVENUE, balance__gt=0).exists()
+    assert Agent.objects.get(name=DEFAULT_AGENT).earnings == task.price
+
+
+def test_it_refunds_the_whole_hold_on_failure_even_with_a_fee(buyer, settings):
+    settings.AICP_PLATFORM_FEE = Decimal("0.1")
+    task = submit(buyer, complexity=5)
+    task_claim(task_id=task.id)
+    assert task_fail(task_id=task.id, error="provider said no", error_code="auth")
+    assert _balance(buyer) == Decimal("100.0000") and _balance(buyer, Account.Kind.ESCROW) == 0
+    assert not LedgerEntry.objects.filter(kind__in=["payout", "fee"]).exists()
+    assert Agent.objects.get(name=DEFAULT_AGENT).earnings == 0
+
+
+def test_it_shows_an_agents_earnings_equal_to_its_ledger_account(buyer, settings, buyer_client):
+    settings.AICP_PLATFORM_FEE = Decimal("0.1")
+    for complexity in (1, 4, 7):
+        task = submit(buyer, complexity=complexity)
+        task_claim(task_id=task.id)
+        task_complete(task_id=task.id, outcome=Outcome(result="r"))
+    agent = Agent.objects.get(name=DEFAULT_AGENT)
+    body = buyer_client.get(f"/agents/{DEFAULT_AGENT}").json()
+    assert Decimal(body["earnings"]) == Account.objects.get(kind=Account.Kind.AGENT, agent=agent).balance
+    assert Decimal(body["earnings"]) > 0
+
+
+# --- reputation pricing ---------------------------------------------------------------------------------
+
+
+def test_it_charges_exactly_the_quote_shown_at_submission(buyer, buyer_client):
+    agent = Agent.objects.get(name=DEFAULT_AGENT)
+    Agent.objects.filter(pk=agent.pk).update(success_count=7, failure_count=5)
+    expected = quote(price_per_unit=agent.price_per_unit, complexity=7, success_count=7, failure_count=5)
+    assert expected != agent.price_per_unit * 7  # the reputation multiplier really moves this quote
+
+    response = _post_task(buyer_client, complexity=7)
+    shown = Decimal(response.json()["price"])
+    assert shown == expected
+    # Reputation moves after submission; the quote the buyer saw is still what is charged.
+    Agent.objects.filter(pk=agent.pk).update(success_count=100, failure_count=0)
+    task_id = response.json()["id"]
+    task_claim(task_id=task_id)
+    task_complete(task_id=task_id, outcome=Outcome(result="r"))
+
+    hold = LedgerEntry.objects.get(task_id=task_id, kind="hold", amount__lt=0)
+    payout = LedgerEntry.objects.get(task_id=task_id, kind="payout", amount__gt=0)
+    assert -hold.amount == shown == payout.amount
+    assert _balance(buyer) == Decimal("100.0000") - shown
+    me = buyer_client.get("/auth/me").json()
+    assert Decimal(me["balance"]) == Decimal("100.0000") - shown and Decimal(me["held"]) == 0
+
+
+def test_it_moves_the_quote_with_the_agents_reputation(buyer):
+    agent = Agent.objects.get(name=DEFAULT_AGENT)
+    new_quote = submit(buyer, complexity=5).price
+    assert new_quote == Decimal("0.1000")  # a new agent is priced at the prior: multiplier 1
+    Agent.objects.filter(pk=agent.pk).update(failure_count=10)
+    worse = submit(buyer, complexity=5).price
+    Agent.objects.filter(pk=agent.pk).update(failure_count=0, success_count=50)
+    better = submit(buyer, complexity=5).price
+    assert worse < new_quote < better
+
+
+def test_it_counts_each_final_task_once_for_reputation(buyer):
+    agent = Agent.objects.get(name=DEFAULT_AGENT)
+    ok, bad, retried = submit(buyer), submit(buyer), submit(buyer)
+    for task in (ok, bad, retried):
+        task_claim(task_id=task.id)
+    task_complete(task_id=ok.id, outcome=Outcome(result="r"))
+    task_complete(task_id=ok.id, outcome=Outcome(result="again"))
+    task_fail(task_id=ok.id, error="late")
+    task_fail(task_id=bad.id, error="x")
+    task_fail(task_id=bad.id, error="x again")
+    task_retry_later(task_id=retried.id, error="timeout", error_code="timeout", delay_s=0)
+    agent.refresh_from_db()
+    assert (agent.success_count, agent.failure_count) == (1, 1)
+
+
+def test_it_quotes_the_next_task_from_the_updated_counts(buyer):
+    agent = Agent.objects.get(name=DEFAULT_AGENT)
+    first = submit(buyer, complexity=10)
+    task_claim(task_id=first.id)
+    task_fail(task_id=first.id, error="x")
+    agent.refresh_from_db()
+    second = submit(buyer, complexity=10)
+    assert second.price == quote(
+        price_per_unit=agent.price_per_unit, complexity=10, success_count=0, failure_count=1
+    )
+    assert second.price < first.price
+
+
+# --- crashes and retries --------------------------------------------------------------------------------
+
+
+def test_it_pays_once_when_completion_runs_twice(buyer):
+    task = submit(buyer, complexity=4)
+    task_claim(task_id=task.id)
+    assert task_complete(task_id=task.id, outcome=Outcome(result="x"))
+    assert not task_complete(task_id=task.id, outcome=Outcome(result="x"))
+    assert LedgerEntry.objects.filter(task=task, kind="payout", amount__gt=0).count() == 1
+    assert Agent.objects.get(name=DEFAULT_AGENT).earnings == task.price
+    assert _balance(buyer) == Decimal("100.0000") - task.price
+
+
+def test_it_pays_once_when_completion_is_followed_by_a_failure(buyer):
+    task = submit(buyer, complexity=4)
+    task_claim(task_id=task.id)
+    assert task_complete(task_id=task.id, outcome=Outcome(result="x"))
+    assert not task_fail(task_id=task.id, error="the worker retried after a crash")
+    assert not LedgerEntry.objects.filter(task=task, kind="release").exists()
+    task.refresh_from_db()
+    assert task.status == Task.Status.COMPLETED
+    assert _balance(buyer) == Decimal("100.0000") - task.price
+
+
+def test_it_refunds_once_when_failure_is_followed_by_a_completion(buyer):
+    task = submit(buyer, complexity=4)
+    task_claim(task_id=task.id)
+    assert task_fail(task_id=task.id, error="x")
+    assert not task_complete(task_id=task.id, outcome=Outcome(result="late answer"))
+    assert not LedgerEntry.objects.filter(task=task, kind="payout").exists()
+    assert _balance(buyer) == Decimal("100.0000")
+
+
+def test_it_leaves_no_money_moved_when_completion_crashes_midway_and_pays_once_on_retry(buyer):
+    task = submit(buyer, complexity=4)
+    task_claim(task_id=task.id)
+    with mock.patch("tasks.services.sample_record", side_effect=RuntimeError("worker killed")):
+        with pytest.raises(RuntimeError):
+            task_complete(task_id=task.id, outcome=Outcome(result="x"))
+    task.refresh_from_db()
+    assert task.status == Task.Status.RUNNING
+    assert not LedgerEntry.objects.filter(task=task, kind="payout").exists()
+    assert Agent.objects.get(name=DEFAULT_AGENT).success_count == 0
+    assert _balance(buyer, Account.Kind.ESCROW) == task.price
+
+    assert task_complete(task_id=task.id, outcome=Outcome(result="x"))
+    assert not task_complete(task_id=task.id, outcome=Outcome(result="x"))
+    assert LedgerEntry.objects.filter(task=task, kind="payout", amount__gt=0).count() == 1
+    assert Agent.objects.get(name=DEFAULT_AGENT).success_count == 1
+
+
+def _settlement_legs(task, kind):
+    escrow = ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.ESCROW)
+    if kind == "payout":
+        target = ledger.account_for_agent(agent_id=task.agent_id)
+    else:
+        target = ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.BUYER)
+    return [ledger.Leg(escrow, -task.price, kind), ledger.Leg(target, task.price, kind)]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [("payout", "payout"), ("payout", "release"), ("release", "payout")]
+)
+def test_it_refuses_a_second_settlement_at_the_database(buyer, first, second):
+    task = submit(buyer, complexity=2)
+    # Enough in escrow for a second settlement, so only the unique constraint can refuse it.
+    submit(buyer, complexity=2)
+    with transaction.atomic():
+        ledger.post(legs=_settlement_legs(task, first), task=task)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ledger.post(legs=_settlement_legs(task, second), task=task)
+    assert LedgerEntry.objects.filter(task=task, kind__in=["payout", "release"], amount__lt=0).count() == 1
+
+
+def test_it_refuses_a_second_hold_at_the_database(buyer):
+    task = submit(buyer, complexity=2)
+    legs = [
+        ledger.Leg(ledger.account_for_user(user_id=buyer.pk, kind=Account.Kind.BUYER), -task.price, "hold"),
+        ledger.Leg(ledger.account_for_user(user_id=buyer.pk, kind=Account.Kind.ESCROW), task.price, "hold"),
+    ]
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ledger.post(legs=legs, task=task)
+
+
+def test_it_refuses_an_unbalanced_posting(buyer):
+    account = ledger.account_for_user(user_id=buyer.pk, kind=Account.Kind.BUYER)
+    with pytest.raises(ValueError, match="unbalanced"), transaction.atomic():
+        ledger.post(legs=[ledger.Leg(account, Decimal("1"), "credit")])
+
+
+def test_it_refuses_to_post_outside_a_transaction(buyer):
+    account = ledger.account_for_user(user_id=buyer.pk, kind=Account.Kind.BUYER)
+    with mock.patch("tasks.ledger.transaction.get_connection") as connection:
+        connection.return_value.in_atomic_block = False
+        with pytest.raises(RuntimeError):
+            ledger.post(legs=[ledger.Leg(account, Decimal("0"), "credit")])
+
+
+# --- balances -------------------------------------------------------------------------------------------
+
+
+def test_it_shows_balance_and_held_equal_to_the_ledger(buyer, buyer_client):
+    done, pending = submit(buyer, complexity=3), submit(buyer, complexity=2)
+    task_claim(task_id=done.id)
+    task_complete(task_id=done.id, outcome=Outcome(result="r"))
+    body = buyer_client.get("/auth/me").json()
+    assert body["username"] == buyer.username and body["role"] == "buyer"
+    assert Decimal(body["balance"]) == _entries_sum(buyer, Account.Kind.BUYER) == Decimal("99.9000")
+    assert Decimal(body["held"]) == _entries_sum(buyer, Account.Kind.ESCROW) == pending.price
+    assert body["daily_spend_cap"] is None
+    assert Decimal(body["committed_today"]) == done.price + pending.price
+
+
+def test_it_registers_a_buyer_with_the_signup_credit_in_the_ledger(api_client, settings):
+    settings.AICP_SIGNUP_CREDIT = Decimal("12.5")
+    response = api_client.post(
+        "/auth/register", {"username": "newbie", "password": "a-Strong-pass-42"}, format="json"
+    )
+    assert response.status_code == 201
+    assert response.json()["balance"] == "12.5000"
+    entry = LedgerEntry.objects.get(account__user__username="newbie")
+    assert entry.kind == "credit" and entry.amount == Decimal("12.5000") and entry.memo == "signup credit"
+
+
+def test_it_registers_without_credit_when_the_signup_credit_is_zero(api_client, settings):
+    settings.AICP_SIGNUP_CREDIT = Decimal("0")
+    response = api_client.post(
+        "/auth/register", {"username": "broke", "password": "a-Strong-pass-42"}, format="json"
+    )
+    assert response.json()["balance"] == "0.0000"
+    assert not LedgerEntry.objects.filter(account__user__username="broke").exists()
+
+
+@pytest.mark.parametrize(
+    "amount", [Decimal("0"), Decimal("-1"), Decimal("0.00001"), Decimal("NaN"), Decimal("Infinity"), 5]
+)
+def test_it_refuses_a_credit_that_is_not_a_positive_four_place_decimal(buyer, amount):
+    with pytest.raises(DomainError) as raised:
+        buyer_credit(user_id=buyer.pk, amount=amount)
+    assert raised.value.code == "invalid_amount"
+    assert _balance(buyer) == Decimal("100.0000")
+
+
+def test_it_refuses_a_credit_to_an_unknown_user(db):
+    with pytest.raises(NotFound):
+        buyer_credit(user_id=987654, amount=Decimal("1"))
+
+
+# --- operators credit buyers ----------------------------------------------------------------------------
+
+
+def test_it_credits_a_buyer_from_the_command_line(buyer, capsys):
+    call_command("credit", buyer.username, "25.50", "--memo", "welcome back")
+    assert _balance(buyer) == Decimal("125.5000")
+    entry = LedgerEntry.objects.filter(account__user=buyer, kind="credit").latest("id")
+    assert entry.amount == Decimal("25.5000") and "welcome back" in entry.memo
+    assert "125.5000" in capsys.readouterr().out
+    funding = Account.objects.get(kind=Account.Kind.FUNDING)
+    assert funding.balance == -(Decimal("125.5000"))
+
+
+@pytest.mark.parametrize(
+    ("username", "amount", "message"),
+    [
+        ("nobody", "10", "No user named 'nobody'"),
+        ("buyer-one", "ten", "not a decimal amount"),
+        ("buyer-one", "", "not a decimal amount"),
+        ("buyer-one", "0", "positive"),
+        ("buyer-one", "-5", "positive"),
+        ("buyer-one", "1.23456", "4 decimal places"),
+        ("buyer-one", "NaN", "not a decimal amount"),
+        ("buyer-one", "1e12", "more than"),
+    ],
+)
+def test_it_explains_a_bad_credit_command(buyer, username, amount, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("credit", username, amount)
+    assert _balance(buyer) == Decimal("100.0000")
+
+
+@pytest.fixture
+def superuser_client(db, client):
+    from users.models import User
+
+    admin = User.objects.create_superuser(username="root", password="root-pass-123", email="r@x.io")
+    client.force_login(admin)
+    return client
+
+
+def test_it_credits_selected_buyers_from_the_admin_through_a_form(superuser_client, buyer, other_buyer):
+    accounts = Account.objects.filter(kind=Account.Kind.BUYER, user__in=[buyer, other_buyer])
+    selection = {"action": "credit_buyers", "_selected_action": [str(a.pk) for a in accounts]}
+    form_page = superuser_client.post("/admin/tasks/account/", {**selection, "index": "0"})
+    assert form_page.status_code == 200 and b"Credit each selected buyer" in form_page.content
+
+    bad = superuser_client.post("/admin/tasks/account/", {**selection, "apply": "1", "amount": "-3"})
+    assert bad.status_code == 200 and _balance(buyer) == Decimal("100.0000")
+
+    done = superuser_client.post(
+        "/admin/tasks/account/", {**selection, "apply": "1", "amount": "7.25", "memo": "goodwill"}
+    )
+    assert done.status_code == 302
+    assert _balance(buyer) == _balance(other_buyer) == Decimal("107.2500")
+    entry = LedgerEntry.objects.filter(account__user=buyer, kind="credit").latest("id")
+    assert "goodwill" in entry.memo and "root" in entry.memo
+
+
+def test_it_keeps_ledger_rows_read_only_in_the_admin(superuser_client, buyer):
+    entry = LedgerEntry.objects.filter(account__user=buyer).first()
+    assert superuser_client.get("/admin/tasks/ledgerentry/").status_code == 200
+    assert superuser_client.get("/admin/tasks/ledgerentry/add/").status_code == 403
+    assert superuser_client.post(f"/admin/tasks/ledgerentry/{entry.pk}/delete/").status_code == 403
+    superuser_client.post(f"/admin/tasks/ledgerentry/{entry.pk}/change/", {"amount": "1000"})
+    entry_after = LedgerEntry.objects.get(pk=entry.pk)
+    assert entry_after.amount == entry.amount
+    account = Account.objects.get(kind=Account.Kind.BUYER, user=buyer)
+    superuser_client.post(f"/admin/tasks/account/{account.pk}/change/", {"balance": "1000"})
+    assert _balance(buyer) == Decimal("100.0000")
+
+
+def test_it_does_not_offer_the_credit_action_to_non_staff(buyer, client):
+    from tasks.admin import AccountAdmin
+
+    request = mock.Mock(user=buyer)
+    assert not AccountAdmin(Account, mock.Mock()).has_credit_permission(request)
+
+
+# --- spend caps -----------------------------------------------------------------------------------------
+
+
+def _seconds_to_utc_midnight() -> float:
+    now = datetime.now(UTC)
+    return (now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1) - now).total_seconds()
+
+
+def test_it_refuses_a_task_over_the_global_daily_cap_with_429_and_retry_after(
+    buyer, buyer_client, settings, llm_settings, django_capture_on_commit_callbacks
+):
+    settings.AICP_DAILY_SPEND_CAP = Decimal("0.0700")
+    assert _post_task(buyer_client, complexity=2).status_code == 201  # 0.0400 committed
+    tasks_before, balance_before = Task.objects.count(), _balance(buyer)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = _post_task(buyer_client, complexity=2)  # 0.0800 > 0.0700
+    assert response.status_code == 429
+    error = response.json()["error"]
+    assert error["code"] == "spend_cap_exceeded"
+    assert "0.0700" in error["message"] and "midnight UTC" in error["message"]
+    retry_after = int(response["Retry-After"])
+    assert 1 <= retry_after <= 86400 and abs(retry_after - _seconds_to_utc_midnight()) < 5
+    assert Task.objects.count() == tasks_before and _balance(buyer) == balance_before
+    assert callbacks == [] and llm_settings.request_count == 0
+
+
+def test_it_allows_a_task_that_reaches_the_cap_exactly(buyer, settings):
+    settings.AICP_DAILY_SPEND_CAP = Decimal("0.0800")
+    submit(buyer, complexity=2)
+    submit(buyer, complexity=2)
+    with pytest.raises(SpendCapExceeded):
+        submit(buyer, complexity=1)
+
+
+def test_it_lets_the_buyers_own_cap_override_the_global_one(buyer, other_buyer, settings):
+    settings.AICP_DAILY_SPEND_CAP = Decimal("0.0500")
+    buyer.daily_spend_cap = Decimal("1.0000")
+    buyer.save(update_fields=["daily_spend_cap"])
+    submit(buyer, complexity=10)  # 0.2000, under the buyer's own cap
+    with pytest.raises(SpendCapExceeded):
+        submit(other_buyer, complexity=3)  # 0.0600, over the global cap
+    other_buyer.daily_spend_cap = Decimal("0")
+    other_buyer.save(update_fields=["daily_spend_cap"])
+    with pytest.raises(SpendCapExceeded):
+        submit(other_buyer, complexity=1)
+
+
+def test_it_has_no_cap_when_neither_is_set(buyer, settings):
+    settings.AICP_DAILY_SPEND_CAP = None
+    for _ in range(3):
+        submit(buyer, complexity=10)
+    assert Task.objects.filter(buyer=buyer).count() == 3
+
+
+def test_it_counts_pending_and_completed_but_not_failed_tasks_against_the_cap(buyer, settings):
+    completed, failed = submit(buyer, complexity=2), submit(buyer, complexity=5)
+    for task in (completed, failed):
+        task_claim(task_id=task.id)
+    task_complete(task_id=completed.id, outcome=Outcome(result="r"))
+    task_fail(task_id=failed.id, error="x")
+    settings.AICP_DAILY_SPEND_CAP = Decimal("0.1000")
+    submit(buyer, complexity=3)  # 0.04 completed + 0.06 pending = 0.10, the refunded 0.10 does not count
+    with pytest.raises(SpendCapExceeded):
+        submit(buyer, complexity=1)
+
+
+def test_it_starts_a_new_day_at_midnight_utc(buyer, settings):
+    settings.AICP_DAILY_SPEND_CAP = Decimal("0.1000")
+    yesterday = submit(buyer, complexity=5)
+    start_of_today = timezone.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    Task.objects.filter(pk=yesterday.pk).update(created_at=start_of_today - timedelta(seconds=1))
+    submit(buyer, complexity=5)
+    with pytest.raises(SpendCapExceeded):
+        submit(buyer, complexity=1)
+
+
+def test_it_applies_the_cap_and_the_balance_to_tasks_duke_serves(buyer, settings):
+    from duke.router import RouteDecision
+
+    decision = RouteDecision(label="a", confidence=0.99, model_version=1, audit=False)
+    settings.AICP_DAILY_SPEND_CAP = Decimal("0.0100")
+    with mock.patch("tasks.services.route", return_value=decision):
+        task = submit(buyer, complexity=5, labels=["a", "b"], task_type="t")
+        duke = Agent.objects.get(name="duke")
+        assert task.executed_by == duke and task.status == Task.Status.COMPLETED
+        assert task.price == Decimal("0.0100")  # Duke's price, not the LLM's 0.1000
+        assert _balance(buyer) == Decimal("99.9900")
+        with pytest.raises(SpendCapExceeded):
+            submit(buyer, complexity=1, labels=["a", "b"], task_type="t")
+        settings.AICP_DAILY_SPEND_CAP = None
+        _drain(buyer, leave=Decimal("0.0019"))
+        with pytest.raises(InsufficientFunds):
+            submit(buyer, complexity=1, labels=["a", "b"], task_type="t")
+    assert Task.objects.filter(agent=duke).count() == 1
+
+
+def test_it_shows_the_cap_and_todays_committed_spend_on_me(buyer, buyer_client, settings):
+    settings.AICP_DAILY_SPEND_CAP = Decimal("5")
+    submit(buyer, complexity=2)
+    body = buyer_client.get("/auth/me").json()
+    assert body["daily_spend_cap"] == "5.0000" and body["committed_today"] == "0.0400"
+
+
+def test_it_makes_a_second_buyer_independent_of_the_first(buyer, settings):
+    settings.AICP_DAILY_SPEND_CAP = Decimal("0.0400")
+    other = make_buyer("third-buyer")
+    submit(buyer, complexity=2)
+    submit(other, complexity=2)
+    assert Task.objects.count() == 2
