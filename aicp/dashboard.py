@@ -26,6 +26,7 @@ from django.views.decorators.http import require_GET
 from agents.pricing import reputation_multiplier
 from agents.selectors import agent_list
 from aicp.views import _check_database, _check_queue, llm_backend_status
+from duke.models import ModelVersion
 from duke.router import labeling_tasks_by_type, routing_status
 from duke.selectors import (
     model_version_list,
@@ -37,11 +38,11 @@ from tasks.models import Task
 from tasks.selectors import task_list_recent, task_stats
 
 POLL_SECONDS = 3
-RECENT_TASKS = 25
+RECENT_TASKS = 20
 RESULT_PREVIEW_CHARS = 160
 TITLE_CHARS = 1000
-CHART_WIDTH = 640
-CHART_HEIGHT = 220
+CHART_WIDTH = 520
+CHART_HEIGHT = 240
 CHART_MARGIN = {"left": 44, "right": 16, "top": 14, "bottom": 28}
 CHART_MAX_X_LABELS = 12
 DASH = "—"
@@ -91,10 +92,8 @@ def _percent(value: float | None) -> str:
     return DASH if value is None else f"{value:.1%}"
 
 
-def _number(value: float | int | None, places: int = 0) -> str:
-    if value is None:
-        return DASH
-    return f"{value:,.{places}f}"
+def _number(value: int | None) -> str:
+    return DASH if value is None else f"{value:,}"
 
 
 def _money(value: Decimal | None) -> str:
@@ -161,7 +160,7 @@ def _tasks(now: datetime) -> dict[str, Any]:
     }
 
 
-def _version_row(version: Any) -> dict[str, Any]:
+def _version_row(version: ModelVersion) -> dict[str, Any]:
     return {
         "number": version.number,
         "status": version.status,

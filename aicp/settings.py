@@ -241,6 +241,11 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "aicp.openapi.add_error_responses",
     ],
+    # Tasks and Duke's versions both have a `status` enum; each gets its own name.
+    "ENUM_NAME_OVERRIDES": {
+        "TaskStatusEnum": "tasks.models.Task.Status",
+        "ModelVersionStatusEnum": "duke.models.ModelVersion.Status",
+    },
 }
 
 # --- static, i18n ---------------------------------------------------------------------------------------

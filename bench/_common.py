@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import secrets
 import shlex
 import socket
 import subprocess
@@ -37,6 +38,11 @@ def stack_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     }
     env.update(
         {
+            # Production mode: DEBUG would record every SQL query and skew the numbers.
+            "DJANGO_DEBUG": "0",
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "AICP_SSL_REDIRECT": "0",
             "DJANGO_SETTINGS_MODULE": "aicp.settings",
             "AICP_DATA_DIR": str(data_dir),
             "AICP_SQLITE_PATH": str(data_dir / "aicp.sqlite3"),
@@ -124,9 +130,8 @@ def _proc_table() -> tuple[dict[int, int], dict[int, int]]:
     return parents, rss
 
 
-def tree_rss(roots: Iterable[int]) -> int:
-    """RSS of the processes ``roots`` and all their descendants, summed (shared pages count per process)."""
-    parents, rss = _proc_table()
+def tree_pids(roots: Iterable[int]) -> set[int]:
+    parents, _ = _proc_table()
     children: dict[int, list[int]] = {}
     for pid, parent in parents.items():
         children.setdefault(parent, []).append(pid)
@@ -138,17 +143,52 @@ def tree_rss(roots: Iterable[int]) -> int:
             continue
         seen.add(pid)
         stack.extend(children.get(pid, []))
-    return sum(rss.get(pid, 0) for pid in seen)
+    return seen
+
+
+def _pss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_memory(roots: Iterable[int]) -> tuple[int, int]:
+    """(RSS, PSS) of the processes ``roots`` and all their descendants, summed.
+
+    RSS counts a page shared by forked workers once per process; PSS splits it between them, so the
+    PSS sum is what the processes really occupy together.
+    """
+    _, rss = _proc_table()
+    pids = tree_pids(roots)
+    return sum(rss.get(pid, 0) for pid in pids), sum(_pss(pid) for pid in pids)
+
+
+def tree_cpu_s(roots: Iterable[int]) -> float:
+    """User + system CPU seconds of the live processes of the trees (and the children they reaped)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in tree_pids(roots):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return total / ticks
 
 
 class RssSampler:
-    """Samples the summed RSS of named process trees in a thread; keeps each one's and the total's peak."""
+    """Samples the summed memory of named process trees in a thread; keeps each one's and the total's peak."""
 
     def __init__(self, interval_s: float = 0.25) -> None:
         self.interval_s = interval_s
         self.roots: dict[str, list[int]] = {}
         self.peaks: dict[str, int] = {}
         self.total_peak = 0
+        self.total_pss_peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -161,15 +201,18 @@ class RssSampler:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def sample(self) -> None:
-        total = 0
+        total = total_pss = 0
         for name, pids in list(self.roots.items()):
-            value = tree_rss(pids)
-            self.peaks[name] = max(self.peaks.get(name, 0), value)
-            total += value
+            rss, pss = tree_memory(pids)
+            self.peaks[name] = max(self.peaks.get(name, 0), rss)
+            total += rss
+            total_pss += pss
         self.total_peak = max(self.total_peak, total)
+        self.total_pss_peak = max(self.total_pss_peak, total_pss)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -191,6 +234,10 @@ def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
     return ordered[rank - 1]
+
+
+def load_average() -> str:
+    return "{:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg())
 
 
 def machine() -> str:

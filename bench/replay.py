@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import secrets
 import sys
@@ -185,6 +186,7 @@ def run(
     from tasks.services import buyer_register
     from users.models import User
 
+    load_before = os.getloadavg()[0]
     seed_audit_sampling(args.seed)
     buyer = buyer_register(username="replay-buyer", password=secrets.token_urlsafe(16))
     operator = User.objects.create_user(
@@ -261,6 +263,7 @@ def run(
         train_s=train_s,
         test_s=test_s,
         simulator_requests=simulator.request_count,
+        load_before=load_before,
     )
 
 
@@ -311,6 +314,7 @@ def render(
     train_s: float,
     test_s: float,
     simulator_requests: int,
+    load_before: float,
 ) -> str:
     served = results.served
     n_test = results.submitted
@@ -333,7 +337,8 @@ def render(
     lines = [
         f"Command: `{command_line()}`",
         "",
-        f"Machine: {machine()}. Teacher: the simulator replaying the dataset labels"
+        f"Machine: {machine()}; load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at "
+        "the end (other processes share the two cores). Teacher: the simulator replaying the dataset labels"
         + (f" with {args.noise:.0%} flipped" if args.noise else " (perfect)")
         + f"; queue in sync mode; DUKE_AUDIT_RATE {args.audit_rate}; target agreement "
         f"{status['target_agreement']}.",

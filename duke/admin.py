@@ -7,7 +7,7 @@ from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
 from aicp.exceptions import DomainError
-from duke.models import ModelVersion, TrainingData, TrainingTrigger
+from duke.models import ModelVersion, RoutingState, ServedTask, TrainingData, TrainingTrigger
 from duke.services import model_promote, model_request_training
 
 
@@ -104,3 +104,42 @@ class ModelVersionAdmin(admin.ModelAdmin):
 @admin.register(TrainingTrigger)
 class TrainingTriggerAdmin(admin.ModelAdmin):
     list_display = ("sample_ordinal", "reason", "version", "created_at")
+
+
+@admin.register(ServedTask)
+class ServedTaskAdmin(admin.ModelAdmin):
+    """Tasks Duke answered: what the LLM would have cost, and the live audit. Read-only: they are facts."""
+
+    list_display = (
+        "created_at",
+        "task_type",
+        "model_version",
+        "label",
+        "confidence",
+        "price",
+        "llm_price",
+        "audit",
+        "audit_label",
+        "verdict",
+    )
+    list_filter = ("task_type", "model_version", "audit", "verdict")
+    search_fields = ("task_id",)
+    readonly_fields = [field.name for field in ServedTask._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(RoutingState)
+class RoutingStateAdmin(admin.ModelAdmin):
+    """Suspensions by live agreement; a new production version starts without any."""
+
+    list_display = ("model_version", "task_type", "suspended", "suspended_at", "reason")
+    list_filter = ("suspended",)
+    readonly_fields = [field.name for field in RoutingState._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAdminUser
@@ -92,7 +92,11 @@ class ModelTrainApi(APIView):
                     "train_samples": serializers.IntegerField(),
                     "validation_samples": serializers.IntegerField(),
                 },
-            )
+            ),
+            409: OpenApiResponse(
+                description="`training_in_progress` (a version is training; retry when it has finished) "
+                "or `no_training_data` (no labeling sample collected yet)."
+            ),
         },
     )
     def post(self, request: Request) -> Response:
@@ -115,7 +119,17 @@ class ModelVersionPromoteApi(APIView):
 
     permission_classes = [IsAdminUser]
 
-    @extend_schema(request=None, responses=VersionDetailSerializer)
+    @extend_schema(
+        request=None,
+        responses={
+            200: VersionDetailSerializer,
+            404: OpenApiResponse(description="`version_not_found`"),
+            409: OpenApiResponse(
+                description="`version_not_promotable` (failed or still training) or `artifact_invalid` "
+                "(the artifact is missing or fails its checksum: it is never served)"
+            ),
+        },
+    )
     def post(self, request: Request, number: str) -> Response:
         version = model_promote(number=int(number), by=request.user.get_username())
         return Response(VersionDetailSerializer(version).data)

@@ -129,6 +129,11 @@ def served_record(
     )
 
 
+def audit_pending(*, task_id: uuid.UUID) -> bool:
+    """Whether the task still awaits its audit (a repeated job must not pay for a second LLM call)."""
+    return ServedTask.objects.filter(task_id=task_id, audit=ServedTask.Audit.PENDING).exists()
+
+
 @transaction.atomic
 def audit_record(
     *,

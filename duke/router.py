@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Count, Sum
 
 from duke.model import Input, Prediction, TrainedModel
@@ -108,7 +109,9 @@ def _embed(text: str) -> np.ndarray | bool:
 def route(*, text: str, labels: Sequence[str], task_type: str) -> RouteDecision | None:
     """Duke's answer when the production model is confident enough for this task type, else None."""
     try:
-        return _route(text=text, labels=labels, task_type=task_type)
+        # A savepoint: a database error in here must not break the caller's (the submission's) transaction.
+        with transaction.atomic():
+            return _route(text=text, labels=labels, task_type=task_type)
     except Exception:  # noqa: BLE001 — a broken model or artifact must degrade to the LLM, not fail the task
         logger.exception("Duke routing failed; the task goes to the LLM")
         return None

@@ -56,8 +56,10 @@ class TrainConfig:
 
 @dataclass
 class _Data:
-    ids: list[torch.Tensor]
-    weights: list[torch.Tensor]
+    ids: torch.Tensor  # all samples' n-gram ids, flat, sample after sample
+    weights: torch.Tensor
+    starts: torch.Tensor  # where each sample's ids begin in `ids`
+    lengths: torch.Tensor
     emb: torch.Tensor
     has_emb: torch.Tensor
     mask: torch.Tensor
@@ -78,26 +80,29 @@ class _Rows:
 
 def _prepare(samples: Sequence[Sample], config: ModelConfig, label_index: dict[str, int]) -> _Data:
     batch: Batch = build_batch(samples, config, label_index)
-    bounds = [*batch.offsets.tolist(), batch.ids.shape[0]]
-    ids = [batch.ids[bounds[i] : bounds[i + 1]] for i in range(len(samples))]
-    weights = [batch.weights[bounds[i] : bounds[i + 1]] for i in range(len(samples))]
+    ends = torch.cat([batch.offsets[1:], torch.tensor([batch.ids.shape[0]])]) if len(samples) else batch.offsets
     target = torch.tensor([label_index[s.label] for s in samples], dtype=torch.long)
-    return _Data(ids, weights, batch.emb, batch.has_emb, batch.mask, target)
+    return _Data(
+        batch.ids, batch.weights, batch.offsets, ends - batch.offsets, batch.emb, batch.has_emb, batch.mask, target
+    )
 
 
 def _rows(data: _Data, idx: torch.Tensor) -> _Rows:
-    picks = idx.tolist()
-    lengths = torch.tensor([len(data.ids[i]) for i in picks], dtype=torch.long)
-    offsets = torch.zeros(len(picks), dtype=torch.long)
-    if len(picks) > 1:
-        offsets[1:] = torch.cumsum(lengths, 0)[:-1]
-    if picks:
-        ids = torch.cat([data.ids[i] for i in picks])
-        weights = torch.cat([data.weights[i] for i in picks])
-    else:
-        ids, weights = torch.zeros(0, dtype=torch.long), torch.zeros(0)
-    seg = torch.repeat_interleave(torch.arange(len(picks)), lengths)
-    return _Rows(ids, offsets, weights, seg, data.emb[idx], data.has_emb[idx], data.mask[idx], data.target[idx])
+    # Vectorised gather of the selected samples' ids: one index array instead of a Python loop.
+    lengths = data.lengths[idx]
+    offsets = torch.cumsum(lengths, 0) - lengths
+    seg = torch.repeat_interleave(torch.arange(len(idx)), lengths)
+    positions = torch.arange(int(lengths.sum())) + (data.starts[idx] - offsets)[seg]
+    return _Rows(
+        data.ids[positions],
+        offsets,
+        data.weights[positions],
+        seg,
+        data.emb[idx],
+        data.has_emb[idx],
+        data.mask[idx],
+        data.target[idx],
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -203,12 +208,14 @@ class _SparseAdagrad:
     def step(self, rows: _Rows, bag_grad: torch.Tensor) -> None:
         if rows.ids.numel() == 0:
             return
-        per_id = bag_grad[rows.seg] * rows.weights.unsqueeze(1)
+        # index_select/index_copy_ rather than tensor[idx]: several times faster on CPU.
+        per_id = bag_grad.index_select(0, rows.seg).mul_(rows.weights.unsqueeze(1))
         uniq, inverse = torch.unique(rows.ids, return_inverse=True)
         grad = torch.zeros((len(uniq), per_id.shape[1]), dtype=per_id.dtype).index_add_(0, inverse, per_id)
-        acc = self.acc[uniq] + grad * grad
-        self.acc[uniq] = acc
-        self.weight[uniq] -= self.lr * grad / (acc.sqrt() + 1e-10)
+        acc = self.acc.index_select(0, uniq).addcmul_(grad, grad)
+        self.acc.index_copy_(0, uniq, acc)
+        updated = self.weight.index_select(0, uniq).addcdiv_(grad, acc.sqrt_().add_(1e-10), value=-self.lr)
+        self.weight.index_copy_(0, uniq, updated)
 
 
 class _NgramView(nn.Module):
@@ -460,6 +467,6 @@ def train(
         "with_embedding": int(has.sum()),
         "train_config": asdict(cfg),
         "train_seconds": round(time.perf_counter() - started, 3),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),  # a TorchVersion object: weights_only loads refuse it
     }
     return TrainedModel(net, labels, temperature, metadata, temperature_ng)

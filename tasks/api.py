@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
@@ -16,10 +15,9 @@ from rest_framework.views import APIView
 
 from aicp.serializers import StrictJSONTypesMixin
 from tasks.models import Account, Task
-from tasks.selectors import balance_for, buyer_committed_today, task_get_visible, task_list_visible
+from tasks.selectors import balance_for, task_get_visible, task_list_visible
 from tasks.services import (
     TaskRequest,
-    buyer_daily_spend_cap,
     buyer_register,
     task_feedback,
     task_submit,
@@ -250,12 +248,6 @@ class MeApi(APIView):
         held = serializers.DecimalField(
             max_digits=19, decimal_places=4, help_text="Held in escrow for unfinished tasks."
         )
-        daily_spend_cap = serializers.DecimalField(
-            max_digits=19, decimal_places=4, allow_null=True, help_text="Null: no daily cap."
-        )
-        committed_today = serializers.DecimalField(
-            max_digits=19, decimal_places=4, help_text="Quotes of today's (UTC) tasks, refunds excluded."
-        )
 
     @extend_schema(responses=OutputSerializer)
     def get(self, request: Request) -> Response:
@@ -267,8 +259,6 @@ class MeApi(APIView):
                     "role": user.role,
                     "balance": balance_for(user_id=user.pk, kind=Account.Kind.BUYER),
                     "held": balance_for(user_id=user.pk, kind=Account.Kind.ESCROW),
-                    "daily_spend_cap": buyer_daily_spend_cap(user=user),
-                    "committed_today": buyer_committed_today(user_id=user.pk, now=timezone.now()),
                 }
             ).data
         )

@@ -66,7 +66,11 @@ DRAIN_RENEW_S = 10.0
 POLL_S = 0.05  # how often a drainer with free capacity looks for newly submitted tasks
 SHARED_REFRESH_S = 0.5  # how often it re-reads breakers and Retry-After blocks other workers wrote
 SETTLE_CHUNK = 16  # settlements per transaction: fewer commits, still short write locks
-IDLE_WAIT_MAX_S = 5.0  # work due within this long is waited for; later work gets a scheduled drainer
+# Work due within this long (a retry's backoff, a breaker's cooldown) is waited for, looking for new work
+# every IDLE_POLL_S meanwhile; later work gets a scheduled drainer. django-q2's scheduler only looks at
+# its schedules every 30 s, so a shorter wait here would turn a 5 s backoff into up to 30 s.
+IDLE_WAIT_MAX_S = 30.0
+IDLE_POLL_S = 0.5
 TRIAL_RECHECK_S = 0.2
 FREE_FORM_COMPLETION_TOKENS = 256  # what a free-form answer is assumed to cost before we know
 # llm.py appends this when a call of one attempt gives up; the attempts are counted here instead.
@@ -248,7 +252,7 @@ class Drainer:
                     continue  # waiting for work known to be due soon
                 due_in = self._next_work_in()
                 if due_in is not None and due_in <= IDLE_WAIT_MAX_S:
-                    self.idle_until = now + due_in
+                    self.idle_until = now + min(due_in, IDLE_POLL_S)
                     continue
                 if due_in is not None and self.task_ids is None:
                     from tasks import jobs

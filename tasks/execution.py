@@ -55,7 +55,7 @@ def run_duke_audit(task_id: uuid.UUID) -> None:
     The buyer already has Duke's answer and paid for it: nothing here touches the task or the ledger.
     """
     task = Task.objects.filter(pk=task_id).only("description", "labels", "complexity").first()
-    if task is None or not task.labels:
+    if task is None or not task.labels or not duke_audit.audit_pending(task_id=task_id):
         return
     try:
         agent = agent_default_llm()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import transaction
+from django.db.models import Case, IntegerField, Value, When
 
 from aicp.exceptions import InsufficientFunds
 from tasks.models import ZERO, Account, LedgerEntry, Task
@@ -43,11 +44,29 @@ def platform_account(*, kind: str) -> Account:
 
 
 def lock_accounts(accounts: Sequence[Account]) -> dict[int, Account]:
-    """Locks accounts in id order (the order `post` uses, so lockers never deadlock); returns fresh rows."""
+    """Locks accounts in the one global order every locker uses; returns the fresh, locked rows.
+
+    The order is a buyer's accounts, then agents', then the platform's (each by id), not plain id order:
+    a Duke-served submission holds (buyer accounts) and then pays (agent, platform) in one transaction,
+    while a worker pays the same buyer's other task (escrow, agent, platform). With plain id order, an
+    agent account older than the buyer's would be locked first by one and last by the other, and
+    PostgreSQL would abort one of them as a deadlock.
+    """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("ledger.lock_accounts must run inside a database transaction")
-    account_ids = sorted({account.pk for account in accounts})
-    return {a.pk: a for a in Account.objects.select_for_update().filter(pk__in=account_ids).order_by("pk")}
+    rank = Case(
+        When(user__isnull=False, then=Value(0)),
+        When(agent__isnull=False, then=Value(1)),
+        default=Value(2),
+        output_field=IntegerField(),
+    )
+    rows = (
+        Account.objects.select_for_update()
+        .filter(pk__in={account.pk for account in accounts})
+        .annotate(lock_rank=rank)
+        .order_by("lock_rank", "pk")
+    )
+    return {account.pk: account for account in rows}
 
 
 def post(*, legs: Sequence[Leg], task: Task | None = None, memo: str = "") -> uuid.UUID:

@@ -136,9 +136,8 @@ def _database_env() -> dict[str, str]:
     if connection.vendor == "sqlite":
         env["AICP_SQLITE_PATH"] = str(db["NAME"])
     else:
-        env["DATABASE_URL"] = (
-            f"postgresql://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-        )
+        host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 5432
+        env["DATABASE_URL"] = f"postgresql://{db['USER']}:{db['PASSWORD']}@{host}:{port}/{db['NAME']}"
     return env
 
 

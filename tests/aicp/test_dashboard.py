@@ -128,13 +128,18 @@ def test_it_uses_no_inline_script_style_or_event_handler(operator_session):
     assert not re.search(r'(src|href)="(https?:)?//', body), "everything is served by this site"
 
 
-def test_it_serves_its_script_and_stylesheet_itself(live_server):
-    import urllib.request
-
-    for path, kind in (("/static/aicp/dashboard.js", "javascript"), ("/static/aicp/dashboard.css", "css")):
-        with urllib.request.urlopen(live_server.url + path) as response:
-            assert response.status == 200
-            assert kind in response.headers["Content-Type"]
+def test_it_serves_its_script_stylesheet_and_icon_itself(settings):
+    # Through whitenoise, as `make run` does: a fresh client builds the middleware with these settings.
+    settings.WHITENOISE_USE_FINDERS = True
+    client = Client()
+    for path, kind in (
+        ("/static/aicp/dashboard.js", "javascript"),
+        ("/static/aicp/dashboard.css", "css"),
+        ("/static/aicp/favicon.svg", "svg"),
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert kind in response["Content-Type"]
 
 
 # --- figures --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from agents.simulator import Fault
+from aicp.dashboard import RECENT_TASKS
 from duke import registry
 from duke.models import ModelVersion, ServedTask
 from tasks.models import Task
@@ -98,7 +99,7 @@ def test_it_fills_every_panel_after_a_few_hundred_tasks(busy_system, page, live_
     assert routing["topic"] == "routing" and routing["support"] == "LLM only"
     duke_row = page.locator("[data-table=agents] tr", has_text="duke").first
     assert duke_row.locator("td").nth(3).inner_text() != "0"
-    assert page.locator("[data-table=recent_tasks] tr").count() == 25
+    assert page.locator("[data-table=recent_tasks] tr").count() == RECENT_TASKS
     assert page.locator("tr.empty").count() == 0  # no empty state anywhere
     page.screenshot(path=str(artifacts / "dashboard-full.png"), full_page=True)
     assert page.errors == []

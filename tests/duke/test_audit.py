@@ -18,6 +18,15 @@ pytestmark = pytest.mark.django_db
 SPORTS = [f"striker goal match league coach stadium referee season number {i}" for i in range(30)]
 
 
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
 def _post(client, text):
     body = {"description": text, "complexity": 1, "labels": list(LABELS), "task_type": TASK_TYPE}
     response = client.post("/tasks", body, format="json")
@@ -81,14 +90,18 @@ def test_it_audits_in_the_background_unbilled_and_keeps_the_llm_label(
 
 
 def test_it_suspends_routing_when_the_llm_keeps_disagreeing(
-    settings, buyer_client, llm_settings, django_capture_on_commit_callbacks, caplog
+    settings, buyer_client, llm_settings, django_capture_on_commit_callbacks
 ):
     version = install_production()
     settings.DUKE_AUDIT_RATE = 1.0
     for text in SPORTS:
         llm_settings.set_answer(text, "finance")  # a teacher that now says otherwise
-    with caplog.at_level(logging.WARNING, logger="duke"):
+    logged = _Collect()
+    logging.getLogger("duke").addHandler(logged)
+    try:
         bodies = _submit_all(buyer_client, SPORTS[:25], django_capture_on_commit_callbacks)
+    finally:
+        logging.getLogger("duke").removeHandler(logged)
     served = [b for b in bodies if b["executed_by"] == "duke"]
     # 20 observations at 0/20: the Wilson upper bound (0.16) is far below 0.95, so the 21st goes to the LLM.
     assert len(served) == 20
@@ -97,7 +110,7 @@ def test_it_suspends_routing_when_the_llm_keeps_disagreeing(
         assert task.executed_by.name == "openai-gpt-4o-mini" and task.result == "finance"
     state = RoutingState.objects.get(model_version=version.number, task_type=TASK_TYPE)
     assert state.suspended and state.suspended_at is not None and "0/20" in state.reason
-    assert any("SUSPENDED" in r.message for r in caplog.records)
+    assert any("SUSPENDED" in message for message in logged.messages)
     status = routing_status()["task_types"][TASK_TYPE]
     assert status["suspended"] is True and status["routing"] is False
     assert status["live"]["audits"] == 20 and status["live"]["agreed"] == 0
@@ -221,3 +234,18 @@ def test_it_mirrors_the_wilson_lower_bound_for_the_upper_one():
     for k, n in [(3, 10), (50, 100), (99, 100)]:
         assert wilson_lower_bound(k, n) < k / n < wilson_upper_bound(k, n)
         assert wilson_upper_bound(k, n) == pytest.approx(1 - wilson_lower_bound(n - k, n))
+
+
+def test_it_runs_an_audit_once_even_if_the_job_repeats(
+    settings, buyer_client, llm_settings, django_capture_on_commit_callbacks
+):
+    from tasks.execution import run_duke_audit
+
+    install_production()
+    settings.DUKE_AUDIT_RATE = 1.0
+    llm_settings.set_answer(SPORTS[0], "sports")
+    body = _submit_all(buyer_client, SPORTS[:1], django_capture_on_commit_callbacks)[0]
+    assert llm_settings.request_count == 1
+    run_duke_audit(Task.objects.get(pk=body["id"]).id)
+    assert llm_settings.request_count == 1  # nothing pending: no second (paid) LLM call
+    assert TrainingData.objects.filter(task_id=body["id"]).count() == 1

@@ -96,7 +96,9 @@ def test_it_completes_a_batch_where_some_calls_fail_and_some_time_out(buyer, sim
     assert stats.peak_inflight == 16
     # Concurrency, not one call at a time: sequentially this is 40 × 0.3 s plus three 0.5 s timeouts.
     assert elapsed < 8.0
-    assert set(Task.objects.filter(status=Task.Status.COMPLETED).values_list("result", flat=True)) <= set(LABELS)
+    assert set(Task.objects.filter(status=Task.Status.COMPLETED).values_list("result", flat=True)) <= set(
+        LABELS
+    )
     assert TrainingData.objects.count() == 38
     agent = Agent.objects.get(name=AGENT)
     assert (agent.success_count, agent.failure_count) == (38, 2)

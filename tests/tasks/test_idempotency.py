@@ -158,7 +158,8 @@ def test_it_answers_409_when_the_key_stays_taken_and_never_creates_a_second_task
     assert Task.objects.count() == 1 and LedgerEntry.objects.filter(kind="hold").count() == 2
 
 
-@pytest.mark.django_db(transaction=True)
+# serialized_rollback: the flush after a transactional test would otherwise drop the seeded agents.
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_it_creates_one_task_for_concurrent_duplicates(llm_settings):
     buyer = make_buyer("racer")
     clients = [authenticated_client(buyer) for _ in range(6)]
