@@ -277,7 +277,8 @@ def accuracy_chart(versions: Sequence[dict[str, Any]]) -> dict[str, Any]:
     values = [v["accuracy"] for v in scored] + [v["macro_f1"] for v in scored if v["macro_f1"] is not None]
     # Zoom to the data in whole grid steps, so a gain of a few points shows while the axis stays honest.
     step = 0.05 if max(values) - min(values) < 0.25 else 0.1
-    steps = math.floor((min(values) - 1e-6) / step)
+    # At least four steps of axis, so a flat line at the top still reads against a scale.
+    steps = min(math.floor((min(values) - 1e-6) / step), round(1 / step) - 4)
     low = max(0.0, steps * step)
     high = 1.0
     span = high - low
@@ -468,7 +469,7 @@ def dashboard_snapshot() -> dict[str, Any]:
         "production_macro_f1": _percent(production["macro_f1"] if production else None),
         "versions_count": _number(len(duke["versions"])),
         "samples_total": _number(samples["total"]),
-        "samples_split": f"{samples['train']:,} train · {samples['validation']:,} validation",
+        "samples_split": f"({samples['train']:,} train · {samples['validation']:,} validation)",
         "samples_progress": f"{samples['since_last_training']} / {samples['train_every']}",
         "samples_until_next": _number(samples["until_next_training"]),
         "training_version": f"v{training['number']}" if training else DASH,

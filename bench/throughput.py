@@ -61,7 +61,11 @@ def main() -> int:
     parser.add_argument("--live-tasks", type=int, default=1000, help="end-to-end phase; 0 skips it")
     parser.add_argument("--latency-ms", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2, help="AICP_Q_WORKERS")
-    parser.add_argument("--concurrency", type=int, default=64, help="AICP_LLM_CONCURRENCY (per drainer)")
+    parser.add_argument(
+        "--concurrency",
+        default="64",
+        help="AICP_LLM_CONCURRENCY per drainer; a comma-separated list runs the execution phase for each",
+    )
     parser.add_argument("--drainers", type=int, default=None, help="AICP_DRAINERS (default: workers)")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="simulator 429/500/503 rate")
     parser.add_argument("--labeling", action="store_true", help="labeling tasks instead of free-form")
@@ -69,6 +73,7 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")
     args = parser.parse_args()
     drainers = args.drainers or args.workers
+    concurrencies = [int(value) for value in args.concurrency.split(",")]
     load_before = load_average()
 
     with tempfile.TemporaryDirectory(prefix="aicp-bench-throughput-") as tmp:
@@ -80,7 +85,6 @@ def main() -> int:
             OPENAI_API_KEY="simulator",
             AICP_LLM_SIMULATED="1",
             AICP_Q_WORKERS=str(args.workers),
-            AICP_LLM_CONCURRENCY=str(args.concurrency),
             AICP_DRAINERS=str(drainers),
             AICP_SIGNUP_CREDIT="0",
             # Training and encoding are not what this measures; they would compete for the same cores.
@@ -101,65 +105,87 @@ def main() -> int:
         simulator_cmd = [PYTHON, "-m", "agents.simulator", "--port", str(sim_port), "--no-zero-shot"]
         simulator_cmd += ["--latency-ms", str(args.latency_ms), "--fault-rate", str(args.fault_rate)]
         simulator = start(simulator_cmd, env, data / "simulator.log")
-        cluster = None
+        executions: list[tuple[int, dict]] = []
+        live = None
         try:
             wait_for_http(f"http://127.0.0.1:{sim_port}/health")
-            cluster = start([PYTHON, MANAGE, "qcluster"], env, data / "qcluster.log")
             sampler.watch("simulator", simulator.pid)
-            sampler.watch("cluster", cluster.pid)
             sampler.start()
-            wait_for_log(data / "qcluster.log", r"Q Cluster .* running", timeout_s=120)
-            execution = run_backlog(args, buyer, cluster.pid, drainers)
-            live = run_live(args, buyer) if args.live_tasks else None
-            sampler.sample()
+            for index, concurrency in enumerate(concurrencies):
+                log = data / f"qcluster-{concurrency}.log"
+                cluster_env = {**env, "AICP_LLM_CONCURRENCY": str(concurrency)}
+                cluster = start([PYTHON, MANAGE, "qcluster"], cluster_env, log)
+                sampler.watch("cluster", cluster.pid)
+                try:
+                    wait_for_log(log, r"Q Cluster .* running", timeout_s=120)
+                    executions.append((concurrency, run_backlog(args, buyer, cluster.pid, drainers)))
+                    if index == len(concurrencies) - 1 and args.live_tasks:
+                        live = run_live(args, buyer)
+                    sampler.sample()
+                finally:
+                    stop(cluster)
         finally:
             sampler.stop()
-            if cluster is not None:
-                stop(cluster)
             stop(simulator)
-        log_tail = (data / "qcluster.log").read_text(errors="replace")[-3000:]
+        log_tail = "".join(p.read_text(errors="replace") for p in sorted(data.glob("qcluster-*.log")))[-3000:]
 
-    in_flight = min(drainers, args.workers) * args.concurrency
-    limit = in_flight / (args.latency_ms / 1000)
-    ratio = execution["tasks_per_s"] / limit
-    lost = execution["lost"] + (live["lost"] if live else 0)
-    duplicated = execution["duplicated"] + (live["duplicated"] if live else 0)
-    ok = (
-        execution["tasks_per_s"] >= TARGET_TASKS_PER_S
-        and ratio >= TARGET_RATIO
-        and lost == 0
-        and duplicated == 0
-        and sampler.total_peak < TARGET_RSS
-    )
     kind = "labeling" if args.labeling else "free-form"
-    rows = [
-        ("completed tasks/s (first claim → last completion)", f"**{execution['tasks_per_s']:.1f}**"),
-        ("completed tasks/s, steady state (10th → 90th percentile completion)", f"{execution['steady']:.1f}"),
-        (
-            f"limit: in-flight bound ÷ latency ({in_flight} ÷ {args.latency_ms / 1000:g} s)",
-            f"{limit:.0f}",
-        ),
-        ("ratio to the limit", f"**{ratio:.2f}**"),
-        ("claim → completion p50 / p99", f"{execution['p50_ms']:.0f} ms / {execution['p99_ms']:.0f} ms"),
-        ("cluster CPU per task (all its processes)", f"{execution['cpu_ms']:.1f} ms"),
-        ("completed / failed", f"{execution['completed']} / {execution['failed']}"),
-        ("lost / duplicated", f"{execution['lost']} / {execution['duplicated']}"),
+    table = [
+        f"| execution phase: backlog of {args.tasks} {kind} tasks | "
+        + " | ".join(f"concurrency {c}" for c, _ in executions)
+        + " |",
+        "|---" * (len(executions) + 1) + "|",
     ]
-    table = [f"| execution phase: backlog of {args.tasks} {kind} tasks | |", "|---|---|"]
-    table += [f"| {name} | {value} |" for name, value in rows]
+    verdicts = []
+    rows: dict[str, list[str]] = {}
+    for concurrency, execution in executions:
+        in_flight = min(drainers, args.workers) * concurrency
+        limit = in_flight / (args.latency_ms / 1000)
+        ratio = execution["tasks_per_s"] / limit
+        verdicts.append(
+            execution["tasks_per_s"] >= TARGET_TASKS_PER_S
+            and ratio >= TARGET_RATIO
+            and execution["lost"] == 0
+            and execution["duplicated"] == 0
+        )
+        cells = {
+            "completed tasks/s (first claim → last completion)": f"**{execution['tasks_per_s']:.1f}**",
+            "completed tasks/s, steady state (10th → 90th pct. completion)": f"{execution['steady']:.1f}",
+            "limit: in-flight bound ÷ latency": f"{in_flight} ÷ {args.latency_ms / 1000:g} s = {limit:.0f}",
+            "ratio to the limit": f"**{ratio:.2f}**",
+            "claim → completion p50 / p99": f"{execution['p50_ms']:.0f} / {execution['p99_ms']:.0f} ms",
+            "cluster CPU per task (all its processes)": f"{execution['cpu_ms']:.1f} ms",
+            "completed / failed": f"{execution['completed']} / {execution['failed']}",
+            "lost / duplicated": f"{execution['lost']} / {execution['duplicated']}",
+        }
+        for name, value in cells.items():
+            rows.setdefault(name, []).append(value)
+    table += [f"| {name} | " + " | ".join(values) + " |" for name, values in rows.items()]
+    lost = sum(e["lost"] for _, e in executions) + (live["lost"] if live else 0)
+    duplicated = sum(e["duplicated"] for _, e in executions) + (live["duplicated"] if live else 0)
+    ok = any(verdicts) and lost == 0 and duplicated == 0 and sampler.total_peak < TARGET_RSS
+
+    def row(name: str, value: str = "") -> str:
+        return f"| {name} | {value} |" + " |" * (len(executions) - 1)
+
     if live:
         table += [
-            f"| **end-to-end phase: {args.live_tasks} tasks submitted while executing** | |",
-            f"| submission rate (one process, one transaction per task) | {live['submit_per_s']:.1f}/s |",
-            f"| completed tasks/s (first submission → last completion) | {live['tasks_per_s']:.1f} |",
-            f"| submission → completion p50 / p99 | {live['p50_ms']:.0f} ms / {live['p99_ms']:.0f} ms |",
-            f"| lost / duplicated | {live['lost']} / {live['duplicated']} |",
+            row(
+                f"**end to end: {args.live_tasks} tasks submitted while executing "
+                f"(concurrency {executions[-1][0]})**"
+            ),
+            row("submission rate (one process, one transaction per task)", f"{live['submit_per_s']:.1f}/s"),
+            row("completed tasks/s (first submission → last completion)", f"{live['tasks_per_s']:.1f}"),
+            row("submission → completion p50 / p99", f"{live['p50_ms']:.0f} / {live['p99_ms']:.0f} ms"),
+            row("lost / duplicated", f"{live['lost']} / {live['duplicated']}"),
         ]
+    cluster_rss, simulator_rss = mib(sampler.peaks.get("cluster", 0)), mib(sampler.peaks.get("simulator", 0))
     table += [
-        "| **peak memory, whole stack (cluster + simulator)** | |",
-        f"| summed RSS | **{mib(sampler.total_peak)}** (cluster {mib(sampler.peaks.get('cluster', 0))}, "
-        f"simulator {mib(sampler.peaks.get('simulator', 0))}) |",
-        f"| summed PSS (shared pages counted once) | {mib(sampler.total_pss_peak)} |",
+        row("**peak memory, whole stack (cluster + simulator)**"),
+        row(
+            "summed RSS", f"**{mib(sampler.total_peak)}** (cluster {cluster_rss}, simulator {simulator_rss})"
+        ),
+        row("summed PSS (shared pages counted once)", mib(sampler.total_pss_peak)),
     ]
     lines = [
         f"Command: `{command_line()}`",
@@ -167,13 +193,15 @@ def main() -> int:
         f"Machine: {machine()}; load average before the run {load_before}, after {load_average()} "
         "(the machine is shared: other work competes for the same cores). SQLite (WAL) on a fresh file, "
         f"DJANGO_DEBUG=0, ORM broker; {args.workers} queue workers, {drainers} drainer(s) × "
-        f"AICP_LLM_CONCURRENCY={args.concurrency}; simulator at {args.latency_ms} ms, fault rate "
-        f"{args.fault_rate}.",
+        f"AICP_LLM_CONCURRENCY each; simulator at {args.latency_ms} ms, fault rate {args.fault_rate}; "
+        "Duke training and encoding off (not what this measures).",
         "",
         *table,
         "",
         f"Targets (execution ≥ {TARGET_TASKS_PER_S:.0f} tasks/s and ≥ {TARGET_RATIO} of the limit, 0 lost "
-        f"or duplicated, summed RSS < 1 GiB): **{'met' if ok else 'NOT met'}**.",
+        f"or duplicated, summed RSS < 1 GiB): **{'met' if ok else 'NOT met'}** "
+        f"(throughput and ratio met at concurrency: "
+        f"{', '.join(str(c) for (c, _), v in zip(executions, verdicts, strict=True) if v) or 'none'}).",
     ]
     body = "\n".join(lines)
     print(body)

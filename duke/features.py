@@ -11,7 +11,6 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 
@@ -21,7 +20,6 @@ MAX_TOKENS = 400
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 _DIGITS_RE = re.compile(r"\d+")
-_SPACE_RE = re.compile(r"\s+")
 
 # Odd 64-bit constants (golden ratio, splitmix64 finaliser) so mixing is a bijection on uint64.
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -31,11 +29,10 @@ _BIGRAM_SALT = np.uint64(0x2545F4914F6CDD1D)
 
 
 def normalize_text(text: str) -> str:
-    """NFKC, case-folded, digit runs collapsed to one token, whitespace collapsed."""
+    """NFKC, case-folded, every digit run replaced by "0" (whitespace is left to the tokenizer)."""
     text = unicodedata.normalize("NFKC", str(text)).casefold()
     # Exact numbers are rarely what decides a label and would only spread counts over buckets.
-    text = _DIGITS_RE.sub("0", text)
-    return _SPACE_RE.sub(" ", text).strip()
+    return _DIGITS_RE.sub("0", text)
 
 
 def tokenize(text: str) -> list[str]:
@@ -57,22 +54,66 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-@lru_cache(maxsize=1 << 18)
-def _word_hash(word: str) -> int:
-    return stable_hash("w\x00" + word)
+# Per-process memo tables (word -> hash, word -> char n-gram hashes). Plain dicts looked up through
+# map() keep the per-token cost in C; they are cleared when they grow past _TABLE_LIMIT words.
+_TABLE_LIMIT = 1 << 18
+_EMPTY = np.zeros(0, dtype=np.uint64)
 
 
-@lru_cache(maxsize=1 << 17)
-def _char_hashes(word: str, sizes: tuple[int, ...]) -> tuple[int, ...]:
-    # Only word-like tokens get sub-word n-grams; the boundary marks let "<un" differ from "un".
-    if len(word) < 2 or not word[0].isalnum():
-        return ()
-    marked = f"<{word}>"
-    out = []
-    for n in sizes:
-        for i in range(len(marked) - n + 1):
-            out.append(stable_hash("c\x00" + marked[i : i + n]))
-    return tuple(out)
+class _WordHashes(dict):
+    def __missing__(self, word: str) -> int:
+        if len(self) >= _TABLE_LIMIT:
+            self.clear()
+        value = self[word] = stable_hash("w\x00" + word)
+        return value
+
+
+class _CharHashes(dict):
+    def __init__(self, sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.sizes = sizes
+
+    def __missing__(self, word: str) -> np.ndarray:
+        if len(self) >= _TABLE_LIMIT:
+            self.clear()
+        # Only word-like tokens get sub-word n-grams; the boundary marks let "<un" differ from "un".
+        if len(word) < 2 or not word[0].isalnum():
+            arr = _EMPTY
+        else:
+            marked = f"<{word}>"
+            hashes = [
+                stable_hash("c\x00" + marked[i : i + n]) for n in self.sizes for i in range(len(marked) - n + 1)
+            ]
+            arr = np.asarray(hashes, dtype=np.uint64)
+            arr.flags.writeable = False
+        self[word] = arr
+        return arr
+
+
+_word_hashes = _WordHashes()
+_char_tables: dict[tuple[int, ...], _CharHashes] = {}
+
+
+def _char_table(sizes: tuple[int, ...]) -> _CharHashes:
+    table = _char_tables.get(sizes)
+    if table is None:
+        table = _char_tables[sizes] = _CharHashes(sizes)
+    return table
+
+
+def _raw_hashes(
+    text: str, extra_tokens: Sequence[str], char_sizes: tuple[int, ...], max_tokens: int
+) -> list[np.ndarray]:
+    tokens = tokenize(normalize_text(text))[:max_tokens]
+    words = np.fromiter(map(_word_hashes.__getitem__, tokens), dtype=np.uint64, count=len(tokens))
+    parts = [words]
+    if len(words) > 1:
+        parts.append(_mix(words[:-1] * _GOLDEN + (words[1:] ^ _BIGRAM_SALT)))
+    if char_sizes:
+        parts.extend(map(_char_table(tuple(char_sizes)).__getitem__, tokens))
+    if extra_tokens:
+        parts.append(np.asarray([stable_hash("x\x00" + t) for t in extra_tokens], dtype=np.uint64))
+    return parts
 
 
 def extract_ids(
@@ -89,30 +130,8 @@ def extract_ids(
     on them; they live in their own hash namespace, so they never equal a real word's hash.
     Only the first `max_tokens` tokens count: beyond that a text adds cost, rarely information.
     """
-    tokens = tokenize(normalize_text(text))[:max_tokens]
-    words = np.fromiter((_word_hash(t) for t in tokens), dtype=np.uint64, count=len(tokens))
-    parts = [words]
-    if len(words) > 1:
-        parts.append(_mix(words[:-1] * _GOLDEN + (words[1:] ^ _BIGRAM_SALT)))
-    if char_sizes:
-        chars = [h for t in tokens for h in _char_hashes(t, char_sizes)]
-        if chars:
-            parts.append(np.asarray(chars, dtype=np.uint64))
-    if extra_tokens:
-        parts.append(np.asarray([stable_hash("x\x00" + t) for t in extra_tokens], dtype=np.uint64))
-    ids = np.concatenate(parts) % np.uint64(n_buckets)
-    return ids.astype(np.int64)
-
-
-def bag_of_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct ids with weights count/total, so a weighted sum equals the mean over all n-grams.
-
-    Deduplicating first roughly halves the rows the sparse update touches on long texts.
-    """
-    if ids.size == 0:
-        return ids, np.zeros(0, dtype=np.float32)
-    uniq, counts = np.unique(ids, return_counts=True)
-    return uniq, (counts / ids.size).astype(np.float32)
+    parts = _raw_hashes(text, extra_tokens, char_sizes, max_tokens)
+    return (np.concatenate(parts) % np.uint64(n_buckets)).astype(np.int64)
 
 
 def extract_batch(
@@ -123,22 +142,27 @@ def extract_batch(
     char_sizes: tuple[int, ...] = CHAR_NGRAM_SIZES,
     max_tokens: int = MAX_TOKENS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flat ids, offsets and per-id weights in the layout `nn.EmbeddingBag(mode="sum")` expects.
+    """Distinct ids per text, offsets, and weights count/total, for `nn.EmbeddingBag(mode="sum")`.
 
-    A text with no features gets an empty bag (EmbeddingBag returns zeros for it).
+    The weighted sum equals the mean over all of a text's n-grams (fastText's bag), while
+    deduplicating roughly halves the rows a training step touches on long texts. Ids are sorted
+    within each text. A text with no features gets an empty bag (EmbeddingBag returns zeros for it).
     """
-    all_ids, all_w = [], []
-    offsets = np.zeros(len(texts), dtype=np.int64)
-    pos = 0
+    n = len(texts)
+    parts: list[np.ndarray] = []
+    lengths = np.zeros(n, dtype=np.int64)
     for i, text in enumerate(texts):
         extra = extra_tokens[i] if extra_tokens is not None else ()
-        ids, weights = bag_of_ids(
-            extract_ids(text, n_buckets, extra, char_sizes=char_sizes, max_tokens=max_tokens)
-        )
-        offsets[i] = pos
-        pos += len(ids)
-        all_ids.append(ids)
-        all_w.append(weights)
-    if not all_ids:
-        return np.zeros(0, dtype=np.int64), offsets, np.zeros(0, dtype=np.float32)
-    return np.concatenate(all_ids), offsets, np.concatenate(all_w)
+        ids = np.concatenate(_raw_hashes(text, extra, char_sizes, max_tokens))
+        lengths[i] = len(ids)
+        parts.append(ids)
+    if n == 0 or lengths.sum() == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    flat = (np.concatenate(parts) % np.uint64(n_buckets)).astype(np.int64)
+    # One global sort instead of one np.unique per text: (text, id) pairs packed into one int64 key.
+    keys = np.repeat(np.arange(n, dtype=np.int64), lengths) * n_buckets + flat
+    uniq, counts = np.unique(keys, return_counts=True)
+    owner = uniq // n_buckets
+    offsets = np.searchsorted(owner, np.arange(n), side="left").astype(np.int64)
+    weights = (counts / lengths[owner]).astype(np.float32)
+    return uniq % n_buckets, offsets, weights

@@ -65,6 +65,7 @@ DRAIN_LEASE_S = 60.0  # a running drainer's hold on its slot; renewed every DRAI
 DRAIN_RENEW_S = 10.0
 POLL_S = 0.05  # how often a drainer with free capacity looks for newly submitted tasks
 SHARED_REFRESH_S = 0.5  # how often it re-reads breakers and Retry-After blocks other workers wrote
+CLAIM_BATCH_DIVISOR = 8  # with calls in flight, claim once at least 1/8 of the window is free
 SETTLE_CHUNK = 16  # settlements per transaction: fewer commits, still short write locks
 # Work due within this long (a retry's backoff, a breaker's cooldown) is waited for, looking for new work
 # every IDLE_POLL_S meanwhile; later work gets a scheduled drainer. django-q2's scheduler only looks at
@@ -208,6 +209,7 @@ class Drainer:
         slice_s: float | None = None,
     ) -> None:
         self.concurrency = concurrency or settings.AICP_LLM_CONCURRENCY
+        self.min_claim = max(1, self.concurrency // CLAIM_BATCH_DIVISOR)
         self.task_ids = list(task_ids) if task_ids is not None else None
         self.slot = slot
         self.slice_s = slice_s
@@ -276,9 +278,13 @@ class Drainer:
         deadlines = [now + SHARED_REFRESH_S, self.next_renew]
         if self.waiting:
             deadlines.append(min(flight.ready_at for flight in self.waiting))
-        if self._free() and not self._closing():
+        if self._wants_claim() and not self._closing():
             deadlines.append(max(self.next_claim, self.idle_until))
         return max(0.0, min(deadlines) - now)
+
+    def _wants_claim(self) -> bool:
+        free = self._free()
+        return free >= self.min_claim or (free > 0 and not self.inflight)
 
     def _free(self) -> int:
         return self.concurrency - len(self.inflight) - len(self.waiting)
@@ -306,7 +312,8 @@ class Drainer:
     def _claim(self) -> None:
         now = time.monotonic()
         free = self._free()
-        if free <= 0 or now < self.next_claim:
+        # Claim in batches, not one task per finished call: each claim is a write transaction.
+        if not self._wants_claim() or now < self.next_claim:
             return
         epoch = time.time()
         blocked_ids = [self.agents[k] for k in self._blocked_keys(epoch) if k in self.agents]

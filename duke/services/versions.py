@@ -28,12 +28,14 @@ from duke.encoder import embedding_from_bytes
 from duke.model import Sample, TrainedModel
 from duke.models import ModelVersion, TrainingData, TrainingTrigger
 from duke.services.samples import samples_encode_missing
-from duke.training import train
+from duke.training import TrainConfig, train
 
 logger = logging.getLogger("duke")
 
 # How often a running training writes its epoch to the database (the status page polls every few s).
 _PROGRESS_EVERY_S = 0.5
+# None: the trainer's own defaults. Tests swap in a cheaper configuration (fewer folds, fewer buckets).
+TRAIN_CONFIG: TrainConfig | None = None
 
 
 def _to_samples(split: str) -> list[Sample]:
@@ -303,7 +305,13 @@ def model_train(*, reason: str = "samples", only_if_pending: bool = False) -> Mo
         )
         progress = _Progress(version.pk)
         fit_started = time.perf_counter()
-        model = train(train_samples, seed=0, progress=progress, max_epochs=settings.DUKE_MAX_EPOCHS or None)
+        model = train(
+            train_samples,
+            seed=0,
+            progress=progress,
+            max_epochs=settings.DUKE_MAX_EPOCHS or None,
+            config=TRAIN_CONFIG,
+        )
         version.training_seconds = round(time.perf_counter() - fit_started, 3)
         version.epoch, version.epochs = progress.epoch, progress.epochs
         result = evaluate(model, validation)

@@ -179,7 +179,8 @@ def _assert_shared_rate(total: int, window: float, rpm: int) -> None:
     assert total >= rate * window * 0.6, "the limiter must not starve its callers either"
 
 
-@pytest.mark.django_db(transaction=True)
+# serialized_rollback: a plain flush would recreate content types that the next serialized test reloads.
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_it_shares_the_database_bucket_between_two_processes():
     total, window = _take_in_two_processes("db", "shared-agent", rpm=1200, duration=1.5)
     _assert_shared_rate(total, window, rpm=1200)

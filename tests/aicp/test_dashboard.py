@@ -425,3 +425,10 @@ def test_it_builds_the_same_snapshot_for_the_page_and_the_poll(operator_session,
 
     assert polled["figures"] | {"generated_at": ""} == snapshot["figures"] | {"generated_at": ""}
     assert polled["tables"] == snapshot["tables"]
+
+
+def test_it_keeps_at_least_four_grid_steps_when_every_version_is_perfect():
+    chart = accuracy_chart(_versions([1.0, 1.0]))
+
+    assert [line["label"] for line in chart["grid"]] == ["80%", "85%", "90%", "95%", "100%"]
+    assert {dot["y"] for dot in chart["series"][0]["dots"]} == {chart["plot"]["top"]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
+from duke.models import ModelVersion
 from tests.browser.conftest import OPERATOR_PASSWORD, log_in
 from tests.factories import DEFAULT_PASSWORD, make_buyer, submit
 
@@ -45,6 +46,28 @@ def test_it_lets_an_operator_watch_the_figures_change(
     expect(agents.locator("td").nth(3)).to_have_text("4")
     assert page.evaluate("window.sameDocument === true")  # no reload: the poller redrew the figures
     page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_it_redraws_the_duke_panels_as_versions_train(page, live_server, operator):
+    log_in(page, live_server.url, "operator", OPERATOR_PASSWORD)
+    expect(page.locator(".training")).to_be_hidden()
+    expect(page.locator("[data-chart] .chart-empty")).to_have_count(1)
+
+    training = ModelVersion.objects.create(number=1, status="training", epoch=3, epochs=20)
+    expect(page.locator(".training")).to_be_visible(timeout=POLL_TIMEOUT_MS)
+    expect(page.locator("[data-figure=training_epoch]")).to_have_text("3 / 20")
+    assert page.locator("progress[data-bar=training]").evaluate("bar => [bar.value, bar.max]") == [3, 20]
+
+    training.status, training.accuracy, training.macro_f1 = "production", 0.91, 0.88
+    training.save()
+    ModelVersion.objects.create(number=2, status="candidate", accuracy=0.93, macro_f1=0.9)
+    expect(page.locator("[data-figure=production_version]")).to_have_text("v1", timeout=POLL_TIMEOUT_MS)
+    expect(page.locator(".training")).to_be_hidden()
+    expect(page.locator("[data-chart] circle")).to_have_count(4)
+    expect(page.locator("[data-chart] .dot-production")).to_have_count(2)
+    expect(page.locator("[data-chart] .chart-empty")).to_have_count(0)
+    expect(page.locator("[data-table=versions] tr")).to_have_count(2)
     assert page.errors == []
 
 

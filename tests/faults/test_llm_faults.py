@@ -32,7 +32,11 @@ def test_it_finishes_every_task_correctly_and_bills_once_through_a_flaky_llm(
     for text, label in expected.items():
         simulator.set_answer(text, label)
     cluster = start_cluster(
-        simulator.base_url, workers=2, AICP_BREAKER_COOLDOWN_S="0.5", AICP_LLM_TIMEOUT_S="5", **CLUSTER_SETTINGS
+        simulator.base_url,
+        workers=2,
+        AICP_BREAKER_COOLDOWN_S="0.5",
+        AICP_LLM_TIMEOUT_S="5",
+        **CLUSTER_SETTINGS,
     )
     buyer = make_buyer("flaky-provider")
     start_balance = Account.objects.get(user=buyer, kind=Account.Kind.BUYER).balance
@@ -61,7 +65,9 @@ def _submit_all(client, capture, count: int) -> list[Task]:
     for i in range(count):
         with capture(execute=True):
             response = client.post(
-                "/tasks", {"description": f"Doomed task {i}", "complexity": 1, "labels": LABELS}, format="json"
+                "/tasks",
+                {"description": f"Doomed task {i}", "complexity": 1, "labels": LABELS},
+                format="json",
             )
         assert response.status_code == 201, response.content
         tasks.append(Task.objects.get(pk=response.json()["id"]))
@@ -72,7 +78,9 @@ def _submit_all(client, capture, count: int) -> list[Task]:
 @pytest.mark.parametrize(
     ("fault", "error_code"),
     [
-        pytest.param(Fault(429, code="insufficient_quota", message="You exceeded your quota"), "quota", id="quota"),
+        pytest.param(
+            Fault(429, code="insufficient_quota", message="You exceeded your quota"), "quota", id="quota"
+        ),
         pytest.param(Fault(401, code="invalid_api_key", message="Incorrect API key"), "auth", id="401"),
     ],
 )

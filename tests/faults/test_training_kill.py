@@ -11,7 +11,6 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from duke import registry
@@ -55,13 +54,16 @@ def _snapshot(version: ModelVersion) -> dict:
 def test_it_keeps_production_and_can_retrain_after_a_training_is_killed(settings, tmp_path):
     settings.DUKE_ENCODE_ON_RECORD = False
     settings.DUKE_TRAIN_EVERY = 10_000  # no automatic training: this test starts them
-    _record_samples(240)
+    settings.DUKE_MAX_EPOCHS = 3  # in this process; the training to be killed gets its full budget
+    _record_samples(150)
     first = model_train(reason="manual")
     assert first is not None and first.status != ModelVersion.Status.FAILED, first and first.error
     production = model_promote(number=first.number)
     before = _snapshot(production)
 
-    env = cluster_env("http://127.0.0.1:9/v1", DUKE_MODEL_DIR=str(settings.DUKE_MODEL_DIR))
+    env = cluster_env(
+        "http://127.0.0.1:9/v1", DUKE_MODEL_DIR=str(settings.DUKE_MODEL_DIR), DUKE_MAX_EPOCHS="0"
+    )
     trainer = subprocess.Popen(
         [sys.executable, "-c", f"import django; django.setup(); {_TRAIN}"],
         cwd=REPO,
@@ -74,7 +76,9 @@ def test_it_keeps_production_and_can_retrain_after_a_training_is_killed(settings
             lambda: ModelVersion.objects.filter(status=ModelVersion.Status.TRAINING).first(),
             120,
             "the training to start",
-            lambda: trainer.stderr.read().decode(errors="replace")[-3000:] if trainer.poll() is not None else "",
+            lambda: (
+                trainer.stderr.read().decode(errors="replace")[-3000:] if trainer.poll() is not None else ""
+            ),
         )
         trainer.send_signal(signal.SIGKILL)
     finally:
@@ -90,7 +94,9 @@ def test_it_keeps_production_and_can_retrain_after_a_training_is_killed(settings
     assert model_train(reason="manual") is None
     # … and once it is past any job's time limit, the next training marks it failed and runs.
     limit_s = int(settings.Q_CLUSTER["timeout"]) + 60
-    ModelVersion.objects.filter(pk=killed.pk).update(created_at=timezone.now() - timedelta(seconds=limit_s + 1))
+    ModelVersion.objects.filter(pk=killed.pk).update(
+        created_at=timezone.now() - timedelta(seconds=limit_s + 1)
+    )
     retrained = model_train(reason="manual")
 
     killed.refresh_from_db()

@@ -37,7 +37,10 @@ BAD_BODIES = {
     ),
     "text-plain": (b"description=x&complexity=1", "text/plain"),
     "form": (b"description=x&complexity=1", "application/x-www-form-urlencoded"),
-    "multipart": (b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--b--", "multipart/form-data; boundary=b"),
+    "multipart": (
+        b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--b--",
+        "multipart/form-data; boundary=b",
+    ),
     "xml": (b"<task><complexity>1</complexity></task>", "application/xml"),
     "no-content-type": (b'{"description": "x", "complexity": 1}', ""),
 }
@@ -94,7 +97,8 @@ def test_it_answers_bad_query_strings_without_a_server_error(buyer, buyer_client
 
 
 @pytest.mark.parametrize(
-    "path", ["/tasks/not-a-uuid", "/tasks/" + "9" * 300, "/tasks/%00", "/agents/..%2f..%2fetc", "/no/such/route"]
+    "path",
+    ["/tasks/not-a-uuid", "/tasks/" + "9" * 300, "/tasks/%00", "/agents/..%2f..%2fetc", "/no/such/route"],
 )
 def test_it_answers_unknown_objects_and_routes_in_json(buyer_client, path):
     response = buyer_client.get(path)

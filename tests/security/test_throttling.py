@@ -61,7 +61,9 @@ def test_it_throttles_password_guessing_on_the_token_endpoint(buyer, api_client,
 
     # Even the right password waits: the limit is on attempts, not on failures.
     _assert_throttled(
-        api_client.post("/auth/token", {"username": buyer.username, "password": DEFAULT_PASSWORD}, format="json")
+        api_client.post(
+            "/auth/token", {"username": buyer.username, "password": DEFAULT_PASSWORD}, format="json"
+        )
     )
     _assert_throttled(api_client.post("/auth/token/refresh", {"refresh": "x"}, format="json"))
 

@@ -67,7 +67,9 @@ def test_it_refuses_a_refresh_token_rotated_out(buyer, api_client):
 def test_it_refuses_a_refresh_token_after_logout(buyer, api_client):
     tokens = _login(api_client, buyer)
     assert (
-        _bearer(tokens["access"]).post("/auth/logout", {"refresh": tokens["refresh"]}, format="json").status_code
+        _bearer(tokens["access"])
+        .post("/auth/logout", {"refresh": tokens["refresh"]}, format="json")
+        .status_code
         == 204
     )
     assert _refresh(api_client, tokens["refresh"]).status_code == 401

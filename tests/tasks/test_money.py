@@ -411,6 +411,7 @@ def superuser_client(db, client):
 
 
 def test_it_credits_selected_buyers_from_the_admin_through_a_form(superuser_client, buyer, other_buyer):
+    assert superuser_client.get("/admin/tasks/account/").status_code == 200
     accounts = Account.objects.filter(kind=Account.Kind.BUYER, user__in=[buyer, other_buyer])
     selection = {"action": "credit_buyers", "_selected_action": [str(a.pk) for a in accounts]}
     form_page = superuser_client.post("/admin/tasks/account/", {**selection, "index": "0"})

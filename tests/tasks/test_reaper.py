@@ -26,6 +26,7 @@ from django_q.tasks import async_task
 from tasks.models import LedgerEntry, Task
 from tasks.services import drain_slot_reserve, task_claim, task_requeue_expired
 from tests.factories import submit
+from tests.faults.harness import database_env
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = ["alpha", "beta"]
@@ -127,8 +128,8 @@ def test_it_requeues_an_expired_lease_in_a_real_cluster(llm_settings, monkeypatc
         "OPENAI_API_KEY": "test-key",
         "PYTHONUNBUFFERED": "1",
     }
-    if connection.vendor == "sqlite":
-        env["AICP_SQLITE_PATH"] = str(connection.settings_dict["NAME"])
+    # The test database on either engine (on PostgreSQL, DATABASE_URL names the dev database).
+    env.update(database_env())
     log_path = tmp_path / "qcluster.log"
     with log_path.open("ab") as log:
         cluster = subprocess.Popen(

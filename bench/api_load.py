@@ -1,0 +1,260 @@
+"""API load: POST /tasks from concurrent clients against gunicorn, and a bare Django insert for reference.
+
+Starts gunicorn exactly as ``manage.py run_system`` does (``aicp.wsgi:application``, 2 workers × 8
+threads) on a fresh SQLite file in a temporary directory, in production mode (DJANGO_DEBUG=0), with
+benchmark-only settings (bench/_site.py, bench/_urls.py) that add ``POST /bench/insert``: the same
+middleware, no DRF, no authentication, one INSERT. Then, in the same run, ``--clients`` keep-alive
+connections send requests back to back for ``--seconds`` each: first to the bare view (what a Django
+write costs on this machine), then to ``POST /tasks`` (each client its own buyer and JWT). The queue
+cluster is not started: this measures the web path; submissions only enqueue a drainer job while a
+drain slot is free.
+
+    .venv/bin/python bench/api_load.py --clients 50 --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import (  # noqa: E402
+    MANAGE,
+    PYTHON,
+    RssSampler,
+    apply_env,
+    command_line,
+    free_port,
+    load_average,
+    machine,
+    mib,
+    percentile,
+    run_checked,
+    stack_env,
+    start,
+    stop,
+    wait_for_http,
+    write_section,
+)
+
+TARGET_RATIO = 0.6
+TARGET_P99_MS = 100.0
+
+
+@dataclass
+class Phase:
+    name: str
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> int:
+        return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
+
+    @property
+    def failed(self) -> int:
+        return sum(n for status, n in self.statuses.items() if not 200 <= status < 300) + len(self.errors)
+
+    @property
+    def rps(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionError("connection closed")
+    status = int(status_line.split()[1])
+    length, close = 0, False
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = line.decode("latin-1").partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            length = int(value)
+        elif name == "connection" and value.strip().lower() == "close":
+            close = True
+    if length:
+        await reader.readexactly(length)
+    return status, close
+
+
+async def _client(port: int, request: bytes, deadline: float, phase: Phase | None) -> None:
+    """One keep-alive connection sending ``request`` back to back until ``deadline``."""
+    reader = writer = None
+    while time.monotonic() < deadline:
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            started = time.perf_counter()
+            writer.write(request)
+            status, close = await _read_response(reader)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            if phase is not None:
+                phase.latencies_ms.append(elapsed_ms)
+                phase.statuses[status] = phase.statuses.get(status, 0) + 1
+            if close:
+                writer.close()
+                writer = None
+        except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
+            if phase is not None:
+                phase.errors.append(f"{type(exc).__name__}: {exc}")
+            if writer is not None:
+                writer.close()
+            writer = None
+            await asyncio.sleep(0.01)
+    if writer is not None:
+        writer.close()
+
+
+def _request(path: str, body: dict, token: str | None = None) -> bytes:
+    payload = json.dumps(body).encode()
+    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
+    if token:
+        head.append(f"Authorization: Bearer {token}")
+    head.append(f"Content-Length: {len(payload)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+
+
+async def _load(port: int, requests: list[bytes], seconds: float, phase: Phase | None) -> None:
+    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+    await asyncio.gather(*(_client(port, request, deadline, phase) for request in requests))
+    if phase is not None:
+        phase.seconds = time.monotonic() - started
+
+
+def run_phase(name: str, port: int, requests: list[bytes], seconds: float, warmup_s: float) -> Phase:
+    asyncio.run(_load(port, requests, warmup_s, None))
+    phase = Phase(name)
+    asyncio.run(_load(port, requests, seconds, phase))
+    return phase
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--warmup-s", type=float, default=3.0)
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn --workers, as run_system")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")
+    args = parser.parse_args()
+    load_before = load_average()
+
+    with tempfile.TemporaryDirectory(prefix="aicp-bench-api-") as tmp:
+        data = Path(tmp)
+        port = free_port()
+        env = stack_env(data, DJANGO_SETTINGS_MODULE="bench._site", AICP_LOG_LEVEL="WARNING")
+        run_checked([PYTHON, MANAGE, "migrate", "--no-input"], env, data / "migrate.log")
+        apply_env(env)
+        import django
+
+        django.setup()
+        from rest_framework_simplejwt.tokens import RefreshToken
+
+        from tasks.models import Task
+        from tasks.services import buyer_register
+
+        tokens = []
+        for index in range(args.clients):
+            buyer = buyer_register(username=f"load-buyer-{index}", password="bench-pass-1234567")
+            tokens.append(str(RefreshToken.for_user(buyer).access_token))
+
+        # The same command line as run_system's web server.
+        gunicorn = [PYTHON, "-m", "gunicorn", "aicp.wsgi:application", "--bind", f"127.0.0.1:{port}"]
+        gunicorn += ["--workers", str(args.web_workers), "--threads", "8", "--timeout", "60"]
+        gunicorn += ["--graceful-timeout", "10"]
+        web = start(gunicorn, env, data / "gunicorn.log")
+        sampler = RssSampler()
+        sampler.watch("web", web.pid)
+        sampler.start()
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}/health", accept=(200, 503))
+            bare_requests = [
+                _request("/bench/insert", {"n": i, "text": "x" * 60}) for i in range(args.clients)
+            ]
+            bare = run_phase("bare insert", port, bare_requests, args.seconds, args.warmup_s)
+            task_requests = [
+                _request(
+                    "/tasks",
+                    {"description": "Summarise the quarterly report in one sentence.", "complexity": 1},
+                    token,
+                )
+                for token in tokens
+            ]
+            tasks_before = Task.objects.count()
+            submit = run_phase("POST /tasks", port, task_requests, args.seconds, args.warmup_s)
+            created = Task.objects.count() - tasks_before
+        finally:
+            sampler.stop()
+            stop(web)
+        gunicorn_log = (data / "gunicorn.log").read_text(errors="replace")[-2000:]
+
+    ratio = submit.rps / bare.rps if bare.rps else 0.0
+    p99 = percentile(submit.latencies_ms, 99)
+    ok = ratio >= TARGET_RATIO and p99 < TARGET_P99_MS and submit.failed == 0 and bare.failed == 0
+
+    def cells(phase: Phase) -> list[str]:
+        other = {s: n for s, n in phase.statuses.items() if not 200 <= s < 300}
+        failures = (
+            f"{phase.failed}"
+            + (f" ({other})" if other else "")
+            + (f" ({len(phase.errors)} connection errors)" if phase.errors else "")
+        )
+        return [
+            f"{phase.rps:.1f}",
+            f"{percentile(phase.latencies_ms, 50):.1f} ms",
+            f"{percentile(phase.latencies_ms, 99):.1f} ms",
+            f"{phase.ok}",
+            failures,
+        ]
+
+    lines = [
+        f"Command: `{command_line()}`",
+        "",
+        f"Machine: {machine()}; load average before the run {load_before}, after {load_average()} "
+        "(the machine is shared: other work competes for the same cores). gunicorn as `run_system` starts "
+        f"it ({args.web_workers} workers × 8 threads), SQLite (WAL) on a fresh file, DJANGO_DEBUG=0; "
+        f"{args.clients} keep-alive clients back to back for {args.seconds:.0f} s per phase after "
+        f"{args.warmup_s:.0f} s of warm-up; the load generator runs on the same cores.",
+        "",
+        "| endpoint | requests/s | p50 | p99 | 2xx | errors |",
+        "|---|---|---|---|---|---|",
+        "| bare Django view, one INSERT (`POST /bench/insert`, bench-only URL) | "
+        + " | ".join(cells(bare))
+        + " |",
+        "| `POST /tasks` (JWT, validation, quote, escrow hold, enqueue) | "
+        + " | ".join(cells(submit))
+        + " |",
+        "",
+        f"Ratio POST /tasks ÷ bare insert: **{ratio:.2f}**. Tasks created: {created} "
+        f"(= 2xx answers: {'yes' if created >= submit.ok else 'NO'}). "
+        f"Peak RSS of the web server (all workers): {mib(sampler.peaks.get('web', 0))}.",
+        "",
+        f"Targets (ratio ≥ {TARGET_RATIO}, p99 < {TARGET_P99_MS:.0f} ms at {args.clients} clients, "
+        "0 errors): "
+        f"**{'met' if ok else 'NOT met'}**.",
+    ]
+    body = "\n".join(lines)
+    print(body)
+    if submit.failed or bare.failed:
+        print("\nerrors (first 5):", (submit.errors + bare.errors)[:5], file=sys.stderr)
+        print("gunicorn log tail:\n" + gunicorn_log, file=sys.stderr)
+    if not args.no_write:
+        write_section("API load", body)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
