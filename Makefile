@@ -49,6 +49,8 @@ format: dev-venv
 bench: dev-venv
 	$(PY) bench/duke_learning_curve.py --train ../shared/datasets/reuters-r8.train.jsonl --test ../shared/datasets/reuters-r8.test.jsonl
 	$(PY) bench/duke_learning_curve.py --train ../shared/datasets/rotten-tomatoes.train.jsonl --test ../shared/datasets/rotten-tomatoes.test.jsonl
+	$(PY) bench/throughput.py --tasks 3000 --live-tasks 1000 --latency-ms 500 --concurrency 32,64
+	$(PY) bench/api_load.py --clients 50 --seconds 30
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -253,7 +253,8 @@ def main() -> int:
         print("gunicorn log tail:\n" + gunicorn_log, file=sys.stderr)
     if not args.no_write:
         write_section("API load", body)
-    return 0 if ok else 1
+    # A missed performance target is a finding, reported above; failed requests are a failure.
+    return 1 if submit.failed or bare.failed else 0
 
 
 if __name__ == "__main__":

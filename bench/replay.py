@@ -146,6 +146,7 @@ def main() -> int:
                 AICP_LLM_SIMULATED="1",
                 AICP_SIGNUP_CREDIT="1000000",
                 AICP_THROTTLE_SUBMIT="100000000/minute",
+                AICP_JWT_ACCESS_MINUTES=str(24 * 60),  # a full run outlasts the default 30 minutes
                 DUKE_TRAIN_EVERY=str(args.train_every or 10**9),
                 DUKE_AUDIT_RATE=str(args.audit_rate),
                 # Samples are embedded in batches when training starts, not one by one as they arrive:
@@ -206,7 +207,9 @@ def run(
     started = time.perf_counter()
     failures: Counter = Counter()
     for i, row in enumerate(train_rows, start=1):
-        code, _, _ = post(row, settings.AICP_DEFAULT_AGENT)
+        code, body, _ = post(row, settings.AICP_DEFAULT_AGENT)
+        if code in (401, 403):
+            sys.exit(f"error: POST /tasks answered {code}: {body}")
         if code != 201:
             failures[code] += 1
         if i % 500 == 0:

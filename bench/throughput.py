@@ -209,7 +209,8 @@ def main() -> int:
         print("\nqcluster log tail:\n" + log_tail, file=sys.stderr)
     if not args.no_write:
         write_section("Throughput", body)
-    return 0 if ok else 1
+    # A missed performance target is a finding, reported above; a lost or duplicated task is a failure.
+    return 1 if lost or duplicated else 0
 
 
 def _requests(args: argparse.Namespace, count: int, offset: int) -> list:

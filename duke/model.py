@@ -76,7 +76,7 @@ class ModelConfig:
 
 def set_torch_threads() -> None:
     # The box has 2 cores shared with the web server and the queue; more threads only add contention.
-    torch.set_num_threads(int(os.environ.get("DUKE_THREADS", min(2, os.cpu_count() or 1))))
+    torch.set_num_threads(int(os.environ.get("DUKE_TORCH_THREADS", min(2, os.cpu_count() or 1))))
 
 
 class DukeNet(nn.Module):

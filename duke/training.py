@@ -55,6 +55,8 @@ class TrainConfig:
     # Below this many samples the n-gram view is retrained on all of them once the epoch count is
     # known; above it the held-out slice costs little accuracy and retraining would double the time.
     refit_below: int = 2000
+    mix_by_nll: bool = True
+    c_by_nll: bool = False
 
 
 @dataclass
@@ -293,7 +295,7 @@ def _score(logits: np.ndarray, target: np.ndarray) -> tuple[float, float]:
 
 
 def _fit_mix(
-    ngram: np.ndarray, emb: np.ndarray, has_emb: np.ndarray, target: np.ndarray
+    ngram: np.ndarray, emb: np.ndarray, has_emb: np.ndarray, target: np.ndarray, by_nll: bool = False
 ) -> tuple[float, float, float, float]:
     """Coefficients for the n-gram and embedding logits, the temperature on top, and the share w.
 
@@ -309,6 +311,8 @@ def _fit_mix(
         logits = np.where(has_emb[:, None], w * ng + (1 - w) * em, ng)
         t = fit_temperature(logits, target)
         score = _score(logits / t, target)
+        if by_nll:
+            score = (score[1], score[0])
         if score > best[0]:
             best = (score, float(w), t)
     _, w, t = best
@@ -380,6 +384,7 @@ def train(
         oof_ng = np.zeros((n, n_labels))
         held_all: list[int] = []
         best_epochs: list[int] = []
+        histories: list[tuple[list[int], list[np.ndarray]]] = []
         # With one big held-out slice the n-gram view is not retrained; keep its best epoch's weights.
         reuse = n >= cfg.refit_below and len(folds) == 1
         kept: dict[str, object] = {}
@@ -411,7 +416,22 @@ def train(
             _train_ngram(view, data, tr, cfg, budget_for(len(train_list)), gen, on_epoch)
             best = max(range(len(history)), key=lambda i: history[i][0])
             best_epochs.append(best + 1)
-            oof_ng[held_list] = history[best][1]
+            histories.append((held_list, [logits for _, logits in history]))
+
+        # One epoch count for all folds, chosen on the pooled held-out logits: per-fold optima are
+        # noisy on small folds (1 to 40 epochs on the same data). A fold that stopped early keeps
+        # its last logits for later epochs.
+        pooled_epochs = max((len(h) for _, h in histories), default=0)
+        pooled_best: tuple[tuple[float, float], int] = ((-1.0, -math.inf), 1)
+        for e in range(pooled_epochs):
+            for held_list, h in histories:
+                oof_ng[held_list] = h[min(e, len(h) - 1)]
+            idx = np.asarray(sorted(held_all))
+            score = _score(oof_ng[idx], target[idx])
+            if score > pooled_best[0]:
+                pooled_best = (score, e + 1)
+        for held_list, h in histories:
+            oof_ng[held_list] = h[min(pooled_best[1], len(h)) - 1]
 
         # Choose the embedding view's C and the mix on the pooled held-out logits.
         c_best, temperature, temperature_ng, held_accuracy = 1.0, 1.0, 1.0, None
@@ -422,12 +442,18 @@ def train(
             h_has = has.numpy()[idx]
             h_target = target[idx]
             if h_has.any():
-                c_best = max(cfg.c_grid, key=lambda c: _score(oof_emb[c][idx][h_has], h_target[h_has]))
-            coef_ng, coef_emb, temperature, mix_ngram = _fit_mix(oof_ng[idx], oof_emb[c_best][idx], h_has, h_target)
+                def c_score(c: float) -> tuple[float, float]:
+                    acc, neg_nll = _score(oof_emb[c][idx][h_has], h_target[h_has])
+                    return (neg_nll, acc) if cfg.c_by_nll else (acc, neg_nll)
+
+                c_best = max(cfg.c_grid, key=c_score)
+            coef_ng, coef_emb, temperature, mix_ngram = _fit_mix(
+                oof_ng[idx], oof_emb[c_best][idx], h_has, h_target, cfg.mix_by_nll
+            )
             temperature_ng = fit_temperature(oof_ng[idx], h_target)
             mixed = np.where(h_has[:, None], coef_ng * oof_ng[idx] + coef_emb * oof_emb[c_best][idx], oof_ng[idx])
             held_accuracy = accuracy(h_target.tolist(), mixed.argmax(1).tolist())
-            epochs = int(np.median(best_epochs))
+            epochs = pooled_best[1]
             if max_epochs is not None:
                 epochs = max(1, min(epochs, max_epochs))
 

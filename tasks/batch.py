@@ -61,11 +61,13 @@ from tasks.services import (
 
 logger = logging.getLogger("tasks")
 
-DRAIN_LEASE_S = 60.0  # a running drainer's hold on its slot; renewed every DRAIN_RENEW_S
-DRAIN_RENEW_S = 10.0
+DRAIN_LEASE_S = 30.0  # a running drainer's hold on its slot; renewed every DRAIN_RENEW_S
+DRAIN_RENEW_S = 5.0
 POLL_S = 0.05  # how often a drainer with free capacity looks for newly submitted tasks
 SHARED_REFRESH_S = 0.5  # how often it re-reads breakers and Retry-After blocks other workers wrote
 CLAIM_BATCH_DIVISOR = 8  # with calls in flight, claim once at least 1/8 of the window is free
+# Answers that waited longer than this to be written mean the window is bigger than the CPU can serve.
+SETTLE_LAG_TARGET_S = 0.25
 SETTLE_CHUNK = 16  # settlements per transaction: fewer commits, still short write locks
 # Work due within this long (a retry's backoff, a breaker's cooldown) is waited for, looking for new work
 # every IDLE_POLL_S meanwhile; later work gets a scheduled drainer. django-q2's scheduler only looks at
@@ -116,6 +118,7 @@ class _Flight:
     endpoint: llm.LLMEndpoint
     estimate: int  # tokens charged to the limiter per request before the real usage is known
     claimed_at: float = field(default_factory=time.monotonic)
+    lease_ends: float = 0.0  # monotonic; when the claim's lease runs out unless renewed
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -130,6 +133,7 @@ class _Done:
     completion: llm.Completion | None = None
     error: llm.LLMError | None = None
     crash: BaseException | None = None
+    finished: float = field(default_factory=time.monotonic)  # when the answer (or error) arrived
 
 
 @dataclass
@@ -210,6 +214,7 @@ class Drainer:
     ) -> None:
         self.concurrency = concurrency or settings.AICP_LLM_CONCURRENCY
         self.min_claim = max(1, self.concurrency // CLAIM_BATCH_DIVISOR)
+        self.window = self.concurrency  # adaptive in-flight bound, at most AICP_LLM_CONCURRENCY
         self.task_ids = list(task_ids) if task_ids is not None else None
         self.slot = slot
         self.slice_s = slice_s
@@ -229,7 +234,9 @@ class Drainer:
         self.started = time.monotonic()
         self.next_claim = 0.0
         self.next_refresh = 0.0
-        self.next_renew = time.monotonic() + DRAIN_RENEW_S
+        # A short task lease (tests, fault drills) needs renewing more often than the slot.
+        self.renew_s = min(DRAIN_RENEW_S, settings.AICP_TASK_LEASE_S / 3)
+        self.next_renew = time.monotonic() + self.renew_s
         self.idle_until = 0.0
 
     # -- main loop ---------------------------------------------------------------------------------------
@@ -287,7 +294,7 @@ class Drainer:
         return free >= self.min_claim or (free > 0 and not self.inflight)
 
     def _free(self) -> int:
-        return self.concurrency - len(self.inflight) - len(self.waiting)
+        return self.window - len(self.inflight) - len(self.waiting)
 
     def _collect(self, timeout: float) -> list[_Done]:
         futures = []
@@ -334,6 +341,7 @@ class Drainer:
                         task.agent.model, base_url=task.agent.base_url or None
                     ),
                     estimate=0 if self.limits.unlimited else estimate_tokens(task),
+                    lease_ends=now + settings.AICP_TASK_LEASE_S,
                 )
             )
         self.stats.claimed += len(tasks)
@@ -425,6 +433,20 @@ class Drainer:
                 self._dispatch()
                 if not self._closing():
                     self._claim()
+        if done:
+            self._adapt_window(time.monotonic() - min(d.finished for d in done))
+
+    def _adapt_window(self, lag_s: float) -> None:
+        """Fewer calls in flight while answers wait to be written, back up to the bound when they don't.
+
+        When the CPU (or the database) cannot settle answers as fast as they arrive, more calls in flight
+        add only waiting, not throughput: every claimed task would take longer. Multiplicative decrease,
+        additive increase, as in TCP.
+        """
+        if lag_s > SETTLE_LAG_TARGET_S:
+            self.window = max(self.min_claim, int(self.window * 0.9))
+        elif self.window < self.concurrency:
+            self.window += 1
 
     def _settle_chunk(self, chunk: list[_Done]) -> None:
         epoch = time.time()
@@ -632,12 +654,17 @@ class Drainer:
                 self.blocked[key] = max(self.blocked.get(key, 0.0), until)
             self.blocked = {key: until for key, until in self.blocked.items() if until > epoch}
         if now >= self.next_renew:
-            self.next_renew = now + DRAIN_RENEW_S
+            self.next_renew = now + self.renew_s
             if self.slot is not None:
                 drain_slot_renew(lease=self.slot, lease_s=DRAIN_LEASE_S)
-            # Leases outlive any one call, but not a long wait for permits: renew what we hold.
-            held = [f for f in [*self.inflight.values(), *self.waiting] if now - f.claimed_at > DRAIN_RENEW_S]
+            # Leases outlive any one call, but not a long wait for permits: renew what we still hold
+            # before the reaper could think its worker died.
+            held = [
+                f for f in [*self.inflight.values(), *self.waiting] if f.lease_ends - now < 2 * self.renew_s
+            ]
             if held:
+                for flight in held:
+                    flight.lease_ends = now + settings.AICP_TASK_LEASE_S
                 task_extend_leases(task_ids=[f.task.id for f in held])
 
     def _next_work_in(self) -> float | None:

@@ -11,7 +11,13 @@ pytest_plugins = ["tests.fixtures_llm"]
 
 # The PostgreSQL + Redis pass (`make test-postgres`) selects by marker; marking by folder means a new test
 # in these folders is part of that pass without anyone remembering to mark it.
-_FOLDER_MARKERS = {"tasks": "money", "duke": "training", "faults": "cluster", "postgres": "postgres"}
+_FOLDER_MARKERS = {
+    "tasks": "money",
+    "duke": "training",
+    "faults": "cluster",
+    "postgres": "postgres",
+    "test_qcluster.py": "cluster",
+}
 _TESTS_DIR = Path(__file__).resolve().parent
 
 
@@ -45,21 +51,33 @@ def api_client() -> APIClient:
 
 
 @pytest.fixture
-def buyer(db):
+def default_agents(db) -> None:
+    """The agents the data migration seeds. A transactional test's flush removes them, so restore them."""
+    import importlib
+
+    from agents.models import Agent
+
+    seed = importlib.import_module("agents.migrations.0002_seed_default_agents")
+    for fields in seed.DEFAULT_AGENTS:
+        Agent.objects.get_or_create(name=fields["name"], defaults=fields)
+
+
+@pytest.fixture
+def buyer(db, default_agents):
     from tests.factories import make_buyer
 
     return make_buyer("buyer-one")
 
 
 @pytest.fixture
-def other_buyer(db):
+def other_buyer(db, default_agents):
     from tests.factories import make_buyer
 
     return make_buyer("buyer-two")
 
 
 @pytest.fixture
-def operator(db):
+def operator(db, default_agents):
     from users.models import User
 
     return User.objects.create_user(username="operator", password="operator-pass-123", is_staff=True)

@@ -14,8 +14,10 @@ from django.db import connection
 
 from tasks.models import Task
 from tests.factories import submit
+from tests.faults.harness import database_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+# serialized_rollback: an earlier transactional test's flush would otherwise have removed the seeded agents.
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,11 +28,11 @@ def cluster_env(simulator_url: str) -> dict[str, str]:
         {
             "DJANGO_SETTINGS_MODULE": "tests.settings",
             "AICP_Q_SYNC": "0",
-            "AICP_SQLITE_PATH": str(connection.settings_dict["NAME"]),
             "AICP_TEST_KEEP_LLM_ENV": "1",
             "OPENAI_BASE_URL": simulator_url,
             "OPENAI_API_KEY": "test-key",
             "PYTHONUNBUFFERED": "1",
+            **database_env(),  # the test database, on SQLite or PostgreSQL
         }
     )
     return env
