@@ -20,6 +20,7 @@ and the simulator's process trees (and the PSS sum, which counts pages shared by
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -107,6 +108,7 @@ def main() -> int:
         simulator = start(simulator_cmd, env, data / "simulator.log")
         executions: list[tuple[int, dict]] = []
         live = None
+        torch_loaded = False
         try:
             wait_for_http(f"http://127.0.0.1:{sim_port}/health")
             sampler.watch("simulator", simulator.pid)
@@ -119,6 +121,7 @@ def main() -> int:
                 try:
                     wait_for_log(log, r"Q Cluster .* running", timeout_s=120)
                     executions.append((concurrency, run_backlog(args, buyer, cluster.pid, drainers)))
+                    torch_loaded = torch_loaded or _maps_torch(cluster.pid)
                     if index == len(concurrencies) - 1 and args.live_tasks:
                         live = run_live(args, buyer)
                     sampler.sample()
@@ -155,6 +158,9 @@ def main() -> int:
             "ratio to the limit": f"**{ratio:.2f}**",
             "claim → completion p50 / p99": f"{execution['p50_ms']:.0f} / {execution['p99_ms']:.0f} ms",
             "cluster CPU per task (all its processes)": f"{execution['cpu_ms']:.1f} ms",
+            "CPU ceiling if the cluster had every core (cores ÷ CPU per task)": (
+                f"{(os.cpu_count() or 1) * 1000 / max(execution['cpu_ms'], 1e-9):.0f} tasks/s"
+            ),
             "completed / failed": f"{execution['completed']} / {execution['failed']}",
             "lost / duplicated": f"{execution['lost']} / {execution['duplicated']}",
         }
@@ -186,6 +192,10 @@ def main() -> int:
             "summed RSS", f"**{mib(sampler.total_peak)}** (cluster {cluster_rss}, simulator {simulator_rss})"
         ),
         row("summed PSS (shared pages counted once)", mib(sampler.total_pss_peak)),
+        row(
+            "torch mapped in the cluster's main process (so in every forked one)",
+            "yes" if torch_loaded else "no",
+        ),
     ]
     lines = [
         f"Command: `{command_line()}`",
@@ -211,6 +221,13 @@ def main() -> int:
         write_section("Throughput", body)
     # A missed performance target is a finding, reported above; a lost or duplicated task is a failure.
     return 1 if lost or duplicated else 0
+
+
+def _maps_torch(pid: int) -> bool:
+    try:
+        return "torch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
 
 
 def _requests(args: argparse.Namespace, count: int, offset: int) -> list:

@@ -178,6 +178,10 @@ class TrainedModel:
         temperature_ngram_only: float | None = None,
     ) -> None:
         self.net = net.eval()
+        with torch.no_grad():
+            # The artifact stores the n-gram table at half precision (it is most of the bytes); round
+            # it here too so that a model and its reloaded artifact predict exactly alike.
+            net.bag.weight.copy_(net.bag.weight.half().float())
         self.labels: list[str] = list(labels)
         self.label_index = {label: i for i, label in enumerate(self.labels)}
         self.temperature = float(temperature)
@@ -227,7 +231,16 @@ class TrainedModel:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        state = {k: v.detach().clone() for k, v in self.net.state_dict().items() if k != "bag.weight"}
+        table = self.net.bag.weight.detach()
+        # Buckets no training text hit are still exactly zero: store only the used rows when that
+        # is smaller, which keeps artifacts well under 10 MB.
+        used = torch.nonzero(table.abs().sum(1) > 0).flatten().to(torch.int32)
+        if len(used) * (table.shape[1] * 2 + 4) < table.numel() * 2:
+            state["bag.rows"] = used
+            state["bag.values"] = table[used.long()].half()
+        else:
+            state["bag.values"] = table.half()
         torch.save(
             {
                 "format": ARTIFACT_FORMAT,
@@ -248,8 +261,18 @@ class TrainedModel:
         payload = torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
         if payload.get("format") != ARTIFACT_FORMAT:
             raise ValueError(f"unsupported Duke artifact format {payload.get('format')!r}")
-        net = DukeNet(ModelConfig(**payload["config"]))
-        net.load_state_dict(payload["state_dict"])
+        config = ModelConfig(**payload["config"])
+        state = dict(payload["state_dict"])
+        values = state.pop("bag.values").float()
+        rows = state.pop("bag.rows", None)
+        if rows is None:
+            table = values
+        else:
+            table = torch.zeros((config.n_buckets, config.ngram_dim))
+            table[rows.long()] = values
+        state["bag.weight"] = table
+        net = DukeNet(config)
+        net.load_state_dict(state)
         return cls(
             net,
             payload["labels"],
