@@ -104,6 +104,9 @@ class Verdict:
     result: PairedResult
     production: int | None  # production when the gate ran (it may differ from `against`: unloadable)
     note: str = ""
+    # Production's routing thresholds recalibrated on today's (larger) validation split: a version that
+    # was promoted on little validation data earns its thresholds later, without a new promotion.
+    production_thresholds: dict | None = None
 
     def as_json(self) -> dict:
         r = self.result
@@ -142,7 +145,9 @@ def promotion_gate(
         else:
             theirs = evaluate(production_model, validation)
             result = paired_comparison(candidate.correct, theirs.correct, min_samples=minimum)
-            return Verdict(production.number, result, production.number)
+            return Verdict(
+                production.number, result, production.number, production_thresholds=theirs.thresholds
+            )
     result = beats_majority_baseline(
         [s.label for s in validation],
         candidate.predicted,
@@ -245,6 +250,19 @@ def _version_finish(version: ModelVersion, verdict: Verdict) -> ModelVersion:
         now = timezone.now()
         if promote and current is not None:
             ModelVersion.objects.filter(pk=current.pk).update(status=ModelVersion.Status.RETIRED)
+        elif (
+            current is not None
+            and current_number == verdict.against
+            and verdict.production_thresholds is not None
+        ):
+            ModelVersion.objects.filter(pk=current.pk).update(thresholds=verdict.production_thresholds)
+            promotion["production_thresholds_recalibrated"] = sorted(verdict.production_thresholds)
+            logger.info(
+                "Duke v%d routing thresholds recalibrated on %d validation samples: %s",
+                current_number,
+                version.validation_samples,
+                ", ".join(sorted(verdict.production_thresholds)) or "no task type earns routing",
+            )
         version.status = ModelVersion.Status.PRODUCTION if promote else ModelVersion.Status.CANDIDATE
         version.promoted_at = now if promote else None
         version.promotion = promotion
