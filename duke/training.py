@@ -20,7 +20,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -28,14 +28,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from duke.calibration import accuracy, fit_temperature
-from duke.model import Batch, DukeNet, ModelConfig, Sample, TrainedModel, build_batch, masked, set_torch_threads
+from duke.features import CHAR_NGRAM_SIZES
+from duke.model import (
+    Batch,
+    DukeNet,
+    ModelConfig,
+    Sample,
+    TrainedModel,
+    build_batch,
+    masked,
+    set_torch_threads,
+)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     n_buckets: int = 1 << 18
     ngram_dim: int = 16
-    char_sizes: tuple[int, ...] = (3, 4, 5)
+    char_sizes: tuple[int, ...] = CHAR_NGRAM_SIZES
     max_tokens: int = 400
     # Cross-fitting folds below this many samples (cheap there, and a single slice is too noisy).
     cv_below: int = 1000
@@ -45,12 +55,12 @@ class TrainConfig:
     # Inverse L2 strengths tried for the embedding view (scikit-learn's C convention).
     c_grid: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
     lbfgs_iters: int = 200
-    lr_bag: float = 0.5
-    lr_head: float = 0.05
+    lr_bag: float = 0.3
+    lr_head: float = 0.03
     weight_decay: float = 1e-4
     max_epochs: int = 40
     min_steps: int = 300
-    max_batch: int = 128
+    max_batch: int = 64
     patience: int = 6
     # With one large held-out slice an epoch is expensive and the held-out score is less noisy.
     patience_holdout: int = 2
@@ -87,10 +97,19 @@ class _Rows:
 
 def _prepare(samples: Sequence[Sample], config: ModelConfig, label_index: dict[str, int]) -> _Data:
     batch: Batch = build_batch(samples, config, label_index)
-    ends = torch.cat([batch.offsets[1:], torch.tensor([batch.ids.shape[0]])]) if len(samples) else batch.offsets
+    ends = (
+        torch.cat([batch.offsets[1:], torch.tensor([batch.ids.shape[0]])]) if len(samples) else batch.offsets
+    )
     target = torch.tensor([label_index[s.label] for s in samples], dtype=torch.long)
     return _Data(
-        batch.ids, batch.weights, batch.offsets, ends - batch.offsets, batch.emb, batch.has_emb, batch.mask, target
+        batch.ids,
+        batch.weights,
+        batch.offsets,
+        ends - batch.offsets,
+        batch.emb,
+        batch.has_emb,
+        batch.mask,
+        target,
     )
 
 
@@ -175,7 +194,12 @@ def _fit_logreg(
     w.requires_grad_(True)
     b.requires_grad_(True)
     opt = torch.optim.LBFGS(
-        [w, b], lr=1.0, max_iter=iters, tolerance_grad=1e-6, tolerance_change=1e-10, line_search_fn="strong_wolfe"
+        [w, b],
+        lr=1.0,
+        max_iter=iters,
+        tolerance_grad=1e-6,
+        tolerance_change=1e-10,
+        line_search_fn="strong_wolfe",
     )
     n = x.shape[0]
 
@@ -296,25 +320,39 @@ def _score(logits: np.ndarray, target: np.ndarray) -> tuple[float, float]:
     return acc, -_nll(logits, target)
 
 
+def _combine(ngram: np.ndarray, emb: np.ndarray, has_emb: np.ndarray, a: float, b: float) -> np.ndarray:
+    """a * ngram + b * emb on rows with an embedding, ngram alone elsewhere; masked labels stay -inf.
+
+    Masked entries are -inf in both inputs, and 0 * -inf would be NaN, hence the detour via zeros.
+    """
+    allowed = np.isfinite(ngram)
+    ng = np.where(allowed, ngram, 0.0)
+    em = np.where(allowed, emb, 0.0)
+    # The embedding view never sees inputs without embedding; those rows keep the n-gram logits.
+    mixed = np.where(has_emb[:, None], a * ng + b * em, ng)
+    return np.where(allowed, mixed, -np.inf)
+
+
 def _fit_mix(
-    ngram: np.ndarray, emb: np.ndarray, has_emb: np.ndarray, target: np.ndarray, by_nll: bool = False
+    ngram: np.ndarray, emb: np.ndarray, has_emb: np.ndarray, target: np.ndarray, by_nll: bool
 ) -> tuple[float, float, float, float]:
     """Coefficients for the n-gram and embedding logits, the temperature on top, and the share w.
 
     Each view is first put on a calibrated scale by its own temperature, so the share w (n-gram
     view w, embedding view 1 - w) measures trust rather than compensating for overconfidence.
+    The share is chosen by held-out NLL by default: accuracy on a few dozen held-out samples is too
+    coarse and picked shares that hurt on test.
     """
     t_ng = fit_temperature(ngram, target)
-    t_emb = fit_temperature(emb[has_emb], target[has_emb]) if has_emb.any() else 1.0
-    ng, em = ngram / t_ng, emb / t_emb
-    best: tuple[tuple[float, float], float, float] = ((-1.0, -math.inf), 0.5, 1.0)
+    if not has_emb.any():
+        return 1.0 / t_ng, 0.0, 1.0, 1.0
+    t_emb = fit_temperature(emb[has_emb], target[has_emb])
+    best: tuple[tuple[float, float], float, float] = ((-math.inf, -math.inf), 0.5, 1.0)
     for w in np.linspace(0.0, 1.0, 21):
-        # The embedding view never sees inputs without embedding; those rows keep the n-gram logits.
-        logits = np.where(has_emb[:, None], w * ng + (1 - w) * em, ng)
+        logits = _combine(ngram, emb, has_emb, w / t_ng, (1 - w) / t_emb)
         t = fit_temperature(logits, target)
-        score = _score(logits / t, target)
-        if by_nll:
-            score = (score[1], score[0])
+        acc, neg_nll = _score(logits / t, target)
+        score = (neg_nll, acc) if by_nll else (acc, neg_nll)
         if score > best[0]:
             best = (score, float(w), t)
     _, w, t = best
@@ -322,6 +360,201 @@ def _fit_mix(
 
 
 # ---------------------------------------------------------------------------------------------------
+# Selection on held-out data, then the final fit
+
+
+@dataclass
+class _Selection:
+    c_emb: float = 1.0
+    epochs: int = 1
+    coef_ngram: float = 1.0
+    coef_emb: float = 1.0
+    mix_ngram: float = 0.5
+    temperature: float = 1.0
+    temperature_ngram_only: float = 1.0
+    holdout_accuracy: float | None = None
+    n_holdout: int = 0
+    fold_best_epochs: list[int] = field(default_factory=list)
+    emb_solutions: dict[float, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    ngram_state: dict[str, torch.Tensor] | None = None  # best held-out state, when not retrained
+
+
+class _Progress:
+    def __init__(self, callback: Callable[[int, int], None] | None, planned: int) -> None:
+        self.callback = callback
+        self.planned = planned
+        self.done = 0
+
+    def tick(self) -> None:
+        self.done += 1
+        if self.callback is not None:
+            self.callback(self.done, max(self.planned, self.done))
+
+    def finish(self) -> None:
+        if self.callback is not None:
+            self.callback(self.done, self.done)
+
+
+def _emb_path(
+    data: _Data, tr: torch.Tensor, he: torch.Tensor, cfg: TrainConfig, single_slice: bool, sel: _Selection
+) -> dict[float, np.ndarray]:
+    """Held-out embedding-view logits for each C tried (smallest C first, warm-started)."""
+    has = data.has_emb > 0
+    tr_emb, he_emb = tr[has[tr]], he[has[he]]
+    n_labels = data.mask.shape[1]
+    out: dict[float, np.ndarray] = {}
+    if not len(tr_emb):
+        return out
+    wb = None
+    worse_in_row, last_nll = 0, math.inf
+    for c in sorted(cfg.c_grid):
+        wb = _fit_logreg(
+            data.emb[tr_emb], data.target[tr_emb], data.mask[tr_emb], c, n_labels, cfg.lbfgs_iters, wb
+        )
+        sel.emb_solutions[c] = wb
+        out[c] = masked(_emb_logits(data.emb[he], wb), data.mask[he]).numpy().astype(np.float64)
+        if single_slice and len(he_emb):
+            # Held-out loss along the C path is unimodal in practice: once it has risen twice in a
+            # row, larger C will not win, and each fit costs ~0.2 s at 5k samples.
+            rows = has[he].numpy()
+            nll = _nll(out[c][rows], data.target[he_emb].numpy())
+            worse_in_row = worse_in_row + 1 if nll > last_nll else 0
+            last_nll = nll
+            if worse_in_row >= 2:
+                break
+    return out
+
+
+def _select(
+    data: _Data,
+    folds: list[tuple[list[int], list[int]]],
+    model_config: ModelConfig,
+    cfg: TrainConfig,
+    budget_for: Callable[[int], int],
+    keep_ngram: bool,
+    gen: torch.Generator,
+    progress: _Progress,
+) -> _Selection:
+    """Choose C, the n-gram epoch count, the view mix and temperatures on out-of-fold logits."""
+    sel = _Selection()
+    n, n_labels = data.mask.shape
+    target = data.target.numpy()
+    has = (data.has_emb > 0).numpy()
+    oof_emb: dict[float, np.ndarray] = {}
+    histories: list[tuple[list[int], list[np.ndarray]]] = []
+    held_all: list[int] = []
+    patience = cfg.patience if len(folds) > 1 else cfg.patience_holdout
+    for train_list, held_list in folds:
+        tr = torch.tensor(train_list, dtype=torch.long)
+        he = torch.tensor(held_list, dtype=torch.long)
+        held_all.extend(held_list)
+        for c, logits in _emb_path(data, tr, he, cfg, len(folds) == 1, sel).items():
+            oof_emb.setdefault(c, np.zeros((n, n_labels)))[held_list] = logits
+
+        view = _NgramView(model_config)
+        held_rows = _rows(data, he)
+        held_target = held_rows.target.numpy()
+        history: list[tuple[tuple[float, float], np.ndarray]] = []
+
+        def on_epoch(
+            _epoch: int,
+            view: _NgramView = view,
+            held_rows: _Rows = held_rows,
+            held_target: np.ndarray = held_target,
+            history: list = history,
+        ) -> bool:
+            progress.tick()
+            logits = masked(view.logits(held_rows), held_rows.mask).numpy().astype(np.float64)
+            history.append((_score(logits, held_target), logits))
+            best = max(range(len(history)), key=lambda i: history[i][0])
+            if keep_ngram and best == len(history) - 1:
+                sel.ngram_state = copy.deepcopy(view.state_dict())
+            return len(history) - 1 - best < patience
+
+        _train_ngram(view, data, tr, cfg, budget_for(len(train_list)), gen, on_epoch)
+        sel.fold_best_epochs.append(1 + max(range(len(history)), key=lambda i: history[i][0]))
+        histories.append((held_list, [logits for _, logits in history]))
+    if not held_all:
+        sel.epochs = budget_for(n)
+        return sel
+
+    # One epoch count for all folds, chosen on the pooled held-out logits: per-fold optima are noisy
+    # on small folds (1 to 40 epochs on the same data). A fold that stopped early keeps its last
+    # logits for later epochs.
+    idx = np.asarray(sorted(held_all))
+    oof_ng = np.zeros((n, n_labels))
+    best_score: tuple[float, float] = (-math.inf, -math.inf)
+    for e in range(1, max(len(h) for _, h in histories) + 1):
+        for held_list, h in histories:
+            oof_ng[held_list] = h[min(e, len(h)) - 1]
+        score = _score(oof_ng[idx], target[idx])
+        if score > best_score:
+            best_score, sel.epochs = score, e
+    for held_list, h in histories:
+        oof_ng[held_list] = h[min(sel.epochs, len(h)) - 1]
+
+    h_has, h_target, h_ng = has[idx], target[idx], oof_ng[idx]
+    if h_has.any() and oof_emb:
+
+        def c_score(c: float) -> tuple[float, float]:
+            acc, neg_nll = _score(oof_emb[c][idx][h_has], h_target[h_has])
+            return (neg_nll, acc) if cfg.c_by_nll else (acc, neg_nll)
+
+        sel.c_emb = max(sorted(oof_emb), key=c_score)
+        h_emb = oof_emb[sel.c_emb][idx]
+    else:
+        h_emb = np.zeros_like(h_ng)
+    sel.coef_ngram, sel.coef_emb, sel.temperature, sel.mix_ngram = _fit_mix(
+        h_ng, h_emb, h_has, h_target, cfg.mix_by_nll
+    )
+    sel.temperature_ngram_only = fit_temperature(h_ng, h_target)
+    if not h_has.any():
+        sel.temperature = sel.temperature_ngram_only
+    mixed = _combine(h_ng, h_emb, h_has, sel.coef_ngram, sel.coef_emb)
+    sel.holdout_accuracy = accuracy(h_target.tolist(), mixed.argmax(1).tolist())
+    sel.n_holdout = len(idx)
+    return sel
+
+
+def _final_net(
+    data: _Data,
+    sel: _Selection,
+    model_config: ModelConfig,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    progress: _Progress,
+) -> DukeNet:
+    net = DukeNet(model_config)
+    all_idx = torch.arange(data.mask.shape[0], dtype=torch.long)
+    emb_idx = all_idx[data.has_emb > 0]
+    with torch.no_grad():
+        nn.init.zeros_(net.emb_out.weight)
+        nn.init.zeros_(net.emb_out.bias)
+    if len(emb_idx):
+        # Warm start from the held-out fit with the same C: the optimum moves little with more data.
+        w, b = _fit_logreg(
+            data.emb[emb_idx],
+            data.target[emb_idx],
+            data.mask[emb_idx],
+            sel.c_emb,
+            model_config.n_labels,
+            cfg.lbfgs_iters,
+            sel.emb_solutions.get(sel.c_emb),
+        )
+        with torch.no_grad():
+            net.emb_out.weight.copy_(w)
+            net.emb_out.bias.copy_(b)
+    view = _NgramView(model_config)
+    if sel.ngram_state is not None:
+        view.load_state_dict(sel.ngram_state)
+    else:
+        progress.planned = progress.done + sel.epochs
+        _train_ngram(view, data, all_idx, cfg, sel.epochs, gen, lambda _epoch: progress.tick() or True)
+    with torch.no_grad():
+        net.bag.weight.copy_(view.bag.weight)
+        net.ngram_out.load_state_dict(view.out.state_dict())
+        net.mix.copy_(torch.tensor([sel.coef_ngram, sel.coef_emb]))
+    return net.eval()
 
 
 def train(
@@ -335,192 +568,64 @@ def train(
     """Train one head for all task types on `samples` (which must all carry a label).
 
     `progress(done, total)` is called after every n-gram epoch (cross-fitting folds included);
-    `total` is an upper bound until the last call, which has done == total.
+    `total` is an upper bound until the last call, which has done == total. `max_epochs` caps the
+    n-gram view's epochs (tests use it to stay fast).
     """
     if not samples:
         raise ValueError("cannot train on zero samples")
     cfg = config or TrainConfig()
     started = time.perf_counter()
     set_torch_threads()
-    samples = list(samples)
-    labels = sorted({s.label for s in samples} | {label for s in samples for label in s.label_set})
+    # A sample's own label always counts as offered, even if the recorded label set forgot it.
+    samples = [
+        s
+        if s.label in s.label_set
+        else Sample(s.text, s.label, (*s.label_set, s.label), s.task_type, s.embedding)
+        for s in samples
+    ]
+    labels = sorted({label for s in samples for label in s.label_set})
     label_index = {label: i for i, label in enumerate(labels)}
-    n_labels = len(labels)
     model_config = ModelConfig(
         n_buckets=cfg.n_buckets,
         ngram_dim=cfg.ngram_dim,
-        n_labels=n_labels,
+        n_labels=len(labels),
         char_sizes=cfg.char_sizes,
         max_tokens=cfg.max_tokens,
     )
-    # A sample's own label always counts as offered, even if the recorded label set forgot it.
-    samples = [
-        s if s.label in s.label_set else Sample(s.text, s.label, (*s.label_set, s.label), s.task_type, s.embedding)
-        for s in samples
-    ]
     data = _prepare(samples, model_config, label_index)
     n = len(samples)
     folds = _folds(samples, cfg, seed)
-    has = data.has_emb > 0
-    target = data.target.numpy()
 
     def budget_for(n_train: int) -> int:
-        b = _epoch_budget(n_train, cfg)
-        return b if max_epochs is None else max(1, min(b, max_epochs))
+        budget = _epoch_budget(n_train, cfg)
+        return budget if max_epochs is None else max(1, min(budget, max_epochs))
 
-    planned = sum(budget_for(len(tr)) for tr, _ in folds) + budget_for(n)
-    done = 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, max(planned, done))
-
+    tracker = _Progress(progress, sum(budget_for(len(tr)) for tr, _ in folds) + budget_for(n))
+    # With one big held-out slice the n-gram view is not retrained: its best epoch's weights are kept.
+    keep_ngram = n >= cfg.refit_below and len(folds) == 1
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-
-        # Out-of-fold logits per candidate, to choose C, epochs and the mix on unseen samples only.
-        oof_emb = {c: np.zeros((n, n_labels)) for c in cfg.c_grid}
-        oof_ng = np.zeros((n, n_labels))
-        held_all: list[int] = []
-        best_epochs: list[int] = []
-        histories: list[tuple[list[int], list[np.ndarray]]] = []
-        # With one big held-out slice the n-gram view is not retrained; keep its best epoch's weights.
-        reuse = n >= cfg.refit_below and len(folds) == 1
-        kept: dict[str, object] = {}
-        emb_solutions: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
-        for train_list, held_list in folds:
-            tr = torch.tensor(train_list, dtype=torch.long)
-            he = torch.tensor(held_list, dtype=torch.long)
-            held_all.extend(held_list)
-            tr_emb = tr[has[tr]]
-            he_emb = he[has[he]]
-            wb = None
-            worse_in_row, last_nll = 0, math.inf
-            for c in sorted(cfg.c_grid):  # warm start from the more regularised solution
-                if not len(tr_emb):
-                    break
-                wb = _fit_logreg(
-                    data.emb[tr_emb], data.target[tr_emb], data.mask[tr_emb], c, n_labels, cfg.lbfgs_iters, wb
-                )
-                emb_solutions[c] = wb
-                oof_emb[c][held_list] = masked(_emb_logits(data.emb[he], wb), data.mask[he]).numpy()
-                if len(folds) == 1 and len(he_emb):
-                    # Held-out loss along the C path is unimodal in practice: once it has risen twice
-                    # in a row, larger C will not win, and each fit costs ~0.2 s at 5k samples.
-                    nll = _nll(oof_emb[c][he_emb.numpy()], target[he_emb.numpy()])
-                    worse_in_row = worse_in_row + 1 if nll > last_nll else 0
-                    last_nll = nll
-                    if worse_in_row >= 2:
-                        break
-            view = _NgramView(model_config)
-            held_rows = _rows(data, he)
-            history: list[tuple[tuple[float, float], np.ndarray]] = []
-
-            def on_epoch(epoch: int, view: _NgramView = view, held_rows: _Rows = held_rows, history=history) -> bool:
-                tick()
-                logits = masked(view.logits(held_rows), held_rows.mask).numpy().astype(np.float64)
-                history.append((_score(logits, held_rows.target.numpy()), logits))
-                best = max(range(len(history)), key=lambda i: history[i][0])
-                if reuse and best == len(history) - 1:
-                    kept["state"] = copy.deepcopy(view.state_dict())
-                return len(history) - 1 - best < (cfg.patience if len(folds) > 1 else cfg.patience_holdout)
-
-            _train_ngram(view, data, tr, cfg, budget_for(len(train_list)), gen, on_epoch)
-            best = max(range(len(history)), key=lambda i: history[i][0])
-            best_epochs.append(best + 1)
-            histories.append((held_list, [logits for _, logits in history]))
-
-        # One epoch count for all folds, chosen on the pooled held-out logits: per-fold optima are
-        # noisy on small folds (1 to 40 epochs on the same data). A fold that stopped early keeps
-        # its last logits for later epochs.
-        pooled_epochs = max((len(h) for _, h in histories), default=0)
-        pooled_best: tuple[tuple[float, float], int] = ((-1.0, -math.inf), 1)
-        for e in range(pooled_epochs):
-            for held_list, h in histories:
-                oof_ng[held_list] = h[min(e, len(h) - 1)]
-            idx = np.asarray(sorted(held_all))
-            score = _score(oof_ng[idx], target[idx])
-            if score > pooled_best[0]:
-                pooled_best = (score, e + 1)
-        for held_list, h in histories:
-            oof_ng[held_list] = h[min(pooled_best[1], len(h)) - 1]
-
-        # Choose the embedding view's C and the mix on the pooled held-out logits.
-        c_best, temperature, temperature_ng, held_accuracy = 1.0, 1.0, 1.0, None
-        mix_ngram, coef_ng, coef_emb = 0.5, 1.0, 1.0
-        epochs = budget_for(n)
-        if held_all:
-            idx = np.asarray(sorted(held_all))
-            h_has = has.numpy()[idx]
-            h_target = target[idx]
-            if h_has.any():
-                def c_score(c: float) -> tuple[float, float]:
-                    acc, neg_nll = _score(oof_emb[c][idx][h_has], h_target[h_has])
-                    return (neg_nll, acc) if cfg.c_by_nll else (acc, neg_nll)
-
-                c_best = max(sorted(emb_solutions), key=c_score)
-            coef_ng, coef_emb, temperature, mix_ngram = _fit_mix(
-                oof_ng[idx], oof_emb[c_best][idx], h_has, h_target, cfg.mix_by_nll
-            )
-            temperature_ng = fit_temperature(oof_ng[idx], h_target)
-            mixed = np.where(h_has[:, None], coef_ng * oof_ng[idx] + coef_emb * oof_emb[c_best][idx], oof_ng[idx])
-            held_accuracy = accuracy(h_target.tolist(), mixed.argmax(1).tolist())
-            epochs = pooled_best[1]
-            if max_epochs is not None:
-                epochs = max(1, min(epochs, max_epochs))
-
-        # Final views on every sample.
-        net = DukeNet(model_config)
-        all_idx = torch.arange(n, dtype=torch.long)
-        emb_idx = all_idx[has]
-        if len(emb_idx):
-            # Warm start from the held-out fit with the same C: the optimum moves little with 10% more data.
-            w, b = _fit_logreg(
-                data.emb[emb_idx],
-                data.target[emb_idx],
-                data.mask[emb_idx],
-                c_best,
-                n_labels,
-                cfg.lbfgs_iters,
-                emb_solutions.get(c_best),
-            )
-            with torch.no_grad():
-                net.emb_out.weight.copy_(w)
-                net.emb_out.bias.copy_(b)
-        if reuse and "state" in kept:
-            view = _NgramView(model_config)
-            view.load_state_dict(kept["state"])
-        else:
-            view = _NgramView(model_config)
-            planned = done + epochs
-            _train_ngram(view, data, all_idx, cfg, epochs, gen, lambda _epoch: tick() or True)
-        with torch.no_grad():
-            net.bag.weight.copy_(view.bag.weight)
-            net.ngram_out.load_state_dict(view.out.state_dict())
-            net.mix.copy_(torch.tensor([coef_ng, coef_emb]))
-    if progress is not None:
-        progress(done, done)
-    net.eval()
-    counts = Counter(s.task_type for s in samples)
+        sel = _select(data, folds, model_config, cfg, budget_for, keep_ngram, gen, tracker)
+        net = _final_net(data, sel, model_config, cfg, gen, tracker)
+    tracker.finish()
     metadata = {
         "n_samples": n,
-        "n_holdout": len(held_all),
+        "n_holdout": sel.n_holdout,
         "folds": len(folds),
         "seed": seed,
-        "ngram_epochs": epochs,
-        "fold_best_epochs": best_epochs,
-        "c_emb": c_best,
-        "holdout_accuracy": held_accuracy,
-        "temperature": temperature,
-        "temperature_ngram_only": temperature_ng,
-        "mix_ngram": mix_ngram,
-        "task_types": dict(sorted(counts.items())),
-        "with_embedding": int(has.sum()),
+        "ngram_epochs": sel.epochs,
+        "fold_best_epochs": sel.fold_best_epochs,
+        "ngram_retrained": sel.ngram_state is None,
+        "c_emb": sel.c_emb,
+        "mix_ngram": sel.mix_ngram,
+        "temperature": sel.temperature,
+        "temperature_ngram_only": sel.temperature_ngram_only,
+        "holdout_accuracy": sel.holdout_accuracy,
+        "task_types": dict(sorted(Counter(s.task_type for s in samples).items())),
+        "with_embedding": int((data.has_emb > 0).sum()),
         "train_config": asdict(cfg),
         "train_seconds": round(time.perf_counter() - started, 3),
-        "torch_version": str(torch.__version__),  # a TorchVersion object: weights_only loads refuse it
+        "torch_version": str(torch.__version__),
     }
-    return TrainedModel(net, labels, temperature, metadata, temperature_ng)
+    return TrainedModel(net, labels, sel.temperature, metadata, sel.temperature_ngram_only)
