@@ -3,8 +3,10 @@
 Two views of a text feed the head:
 - hashed word uni/bigrams and character n-grams through an `nn.EmbeddingBag` (fastText-style);
 - the MiniLM sentence embedding, when the caller has one (it is optional per input).
-Each view produces label logits; the head adds them. The label vocabulary is global (all task types)
-and logits are masked to each input's own label set, so a label outside the set is never predicted.
+Each view produces label logits; the head adds them with weights fitted on held-out data (see
+training.py). An input without embedding is answered by the n-gram view alone. The label vocabulary
+is global (all task types) and logits are masked to each input's own label set, so a label outside
+the set is never predicted. The task type is also a feature (a hashed token in the bag).
 """
 
 from __future__ import annotations
