@@ -315,8 +315,6 @@ Q_CLUSTER: dict = {
     "catch_up": False,
     "save_limit": env_int("AICP_Q_SAVE_LIMIT", 1000, minimum=0),
     "poll": 0.1,
-    # The scheduler runs every 30 guard cycles: 0.1 s makes retry backoffs and the reaper fire within ~3 s.
-    "guard_cycle": 0.1,
     "label": "Django Q2",
     "sync": env_bool("AICP_Q_SYNC", False),
 }

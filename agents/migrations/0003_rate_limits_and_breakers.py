@@ -4,33 +4,68 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agents', '0002_seed_default_agents'),
+        ("agents", "0002_seed_default_agents"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='CircuitBreakerState',
+            name="CircuitBreakerState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=128, unique=True)),
-                ('state', models.CharField(choices=[('closed', 'Closed'), ('open', 'Open'), ('half_open', 'Half-open (one trial call)')], default='closed', max_length=16)),
-                ('failures', models.PositiveIntegerField(default=0, help_text='Consecutive retryable failures.')),
-                ('open_until_ts', models.FloatField(default=0.0, help_text='Epoch seconds; a trial call may start after.')),
-                ('trial_until_ts', models.FloatField(default=0.0, help_text="Epoch seconds; the trial call's deadline.")),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=128, unique=True)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("closed", "Closed"),
+                            ("open", "Open"),
+                            ("half_open", "Half-open (one trial call)"),
+                        ],
+                        default="closed",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "failures",
+                    models.PositiveIntegerField(default=0, help_text="Consecutive retryable failures."),
+                ),
+                (
+                    "open_until_ts",
+                    models.FloatField(default=0.0, help_text="Epoch seconds; a trial call may start after."),
+                ),
+                (
+                    "trial_until_ts",
+                    models.FloatField(default=0.0, help_text="Epoch seconds; the trial call's deadline."),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.CreateModel(
-            name='RateLimitBucket',
+            name="RateLimitBucket",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=128, unique=True)),
-                ('requests', models.FloatField(default=0.0, help_text='Request tokens left.')),
-                ('tokens', models.FloatField(default=0.0, help_text='LLM tokens left; negative while in debt.')),
-                ('updated_ts', models.FloatField(default=0.0, help_text='Epoch seconds of the last refill.')),
-                ('blocked_until_ts', models.FloatField(default=0.0, help_text='Retry-After: none before (epoch s).')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=128, unique=True)),
+                ("requests", models.FloatField(default=0.0, help_text="Request tokens left.")),
+                (
+                    "tokens",
+                    models.FloatField(default=0.0, help_text="LLM tokens left; negative while in debt."),
+                ),
+                ("updated_ts", models.FloatField(default=0.0, help_text="Epoch seconds of the last refill.")),
+                (
+                    "blocked_until_ts",
+                    models.FloatField(default=0.0, help_text="Retry-After: none before (epoch s)."),
+                ),
             ],
         ),
     ]

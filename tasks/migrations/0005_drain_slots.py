@@ -4,20 +4,26 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tasks', '0004_idempotency_response'),
+        ("tasks", "0004_idempotency_response"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DrainSlot',
+            name="DrainSlot",
             fields=[
-                ('number', models.PositiveSmallIntegerField(primary_key=True, serialize=False)),
-                ('token', models.UUIDField(blank=True, null=True)),
-                ('state', models.CharField(choices=[('idle', 'Idle'), ('queued', 'Queued'), ('running', 'Running')], default='idle', max_length=8)),
-                ('lease_until', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("number", models.PositiveSmallIntegerField(primary_key=True, serialize=False)),
+                ("token", models.UUIDField(blank=True, null=True)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[("idle", "Idle"), ("queued", "Queued"), ("running", "Running")],
+                        default="idle",
+                        max_length=8,
+                    ),
+                ),
+                ("lease_until", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
         ),
     ]
