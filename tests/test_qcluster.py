@@ -42,7 +42,10 @@ def start_cluster(simulator_url: str, log_path: Path) -> subprocess.Popen:
     log = log_path.open("ab")
     return subprocess.Popen(
         [sys.executable, str(REPO / "manage.py"), "qcluster"],
-        cwd=REPO, env=cluster_env(simulator_url), stdout=log, stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=cluster_env(simulator_url),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
 

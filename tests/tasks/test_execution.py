@@ -35,13 +35,16 @@ def test_it_completes_a_labeling_task_with_one_of_its_labels(
     assert task.prompt_tokens > 0 and task.completion_tokens > 0 and task.latency_ms is not None
     assert task.cost > 0
     body = buyer_client.get(f"/tasks/{task.id}").json()
-    assert body["status"] == "completed" and body["result"] == "sports" and body["executed_by"] == "openai-gpt-4o-mini"
+    assert body["status"] == "completed" and body["result"] == "sports"
+    assert body["executed_by"] == "openai-gpt-4o-mini"
     sample = TrainingData.objects.get(task_id=task.id)
     assert sample.output == "sports" and sample.task_type == "topic"
     assert Account.objects.get(user=buyer, kind="buyer").balance == Decimal("100") - task.price
 
 
-def test_it_completes_a_free_form_task_with_text(buyer, buyer_client, llm_settings, django_capture_on_commit_callbacks):
+def test_it_completes_a_free_form_task_with_text(
+    buyer, buyer_client, llm_settings, django_capture_on_commit_callbacks
+):
     task = _submit(buyer_client, django_capture_on_commit_callbacks, description="Write one line about tea.")
     task.refresh_from_db()
     assert task.status == Task.Status.COMPLETED
@@ -65,7 +68,9 @@ def test_it_fails_and_refunds_when_the_answer_is_never_one_of_the_labels(
     assert not TrainingData.objects.filter(task_id=task.id).exists()
 
 
-def test_it_retries_a_rate_limit_then_succeeds(buyer, buyer_client, llm_settings, django_capture_on_commit_callbacks):
+def test_it_retries_a_rate_limit_then_succeeds(
+    buyer, buyer_client, llm_settings, django_capture_on_commit_callbacks
+):
     llm_settings.script(Fault(status=429, code="rate_limit_exceeded", retry_after=0))
     task = _submit(buyer_client, django_capture_on_commit_callbacks, labels=LABELS)
     task.refresh_from_db()
@@ -74,7 +79,9 @@ def test_it_retries_a_rate_limit_then_succeeds(buyer, buyer_client, llm_settings
     assert llm_settings.request_count == 2
 
 
-def test_it_fails_fast_on_a_permanent_auth_error(buyer, buyer_client, llm_settings, django_capture_on_commit_callbacks):
+def test_it_fails_fast_on_a_permanent_auth_error(
+    buyer, buyer_client, llm_settings, django_capture_on_commit_callbacks
+):
     llm_settings.script(Fault(status=401, code="invalid_api_key", message="Incorrect API key provided"))
     task = _submit(buyer_client, django_capture_on_commit_callbacks, labels=LABELS)
     task.refresh_from_db()
