@@ -1,13 +1,13 @@
 """Duke learning curve: Duke's head vs TF-IDF + LR and MiniLM + LR on the same random subsets.
 
 Runs Duke's pure code (no Django). MiniLM embeddings are computed once per dataset file and cached
-under `.cache/duke-bench/` (ignored by git through `.cache/.gitignore`), so training times below
+under `.cache/duke-bench/` (ignored by git), so training times below
 exclude encoding, as in production where the embedding is stored with each sample. Inference
 figures include encoding.
 
     .venv/bin/python -m bench.duke_learning_curve \\
         --train ../shared/datasets/reuters-r8.train.jsonl --test ../shared/datasets/reuters-r8.test.jsonl
-    .venv/bin/python -m bench.duke_learning_curve --drop-label plot \\
+    .venv/bin/python -m bench.duke_learning_curve \\
         --train ../shared/datasets/rotten-tomatoes.train.jsonl \\
         --test ../shared/datasets/rotten-tomatoes.test.jsonl
 
@@ -88,9 +88,6 @@ def cached_embeddings(path: Path, texts: list[str]) -> np.ndarray:
 
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    ignore = CACHE_DIR.parent / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# Local caches (benchmark embeddings); never committed.\n*\n")
     target = CACHE_DIR / f"{path.name}.{digest}.minilm.npy"
     if target.exists():
         arr = np.load(target)
@@ -349,39 +346,41 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+SECTION_INTRO = (
+    "Accuracy on the fixed test split after training on random subsets of the training split "
+    "(mean ± sd over the repeats; the same subsets for every model), produced by "
+    "`bench/duke_learning_curve.py` (Duke's pure code, no Django). Baselines choose C from "
+    f"{', '.join(str(c) for c in BASELINE_CS)} by 3-fold cross-validation on each subset. "
+    "Training times exclude MiniLM encoding (embeddings are stored with each sample in production); "
+    "inference figures include it. Timings are wall clock on a shared 2-core box, so they move with "
+    "its load (recorded per run)."
+)
+
+
 def write_section(doc: Path, key: str, body: str) -> None:
-    """Replace (or add) the `### key` subsection under `## Duke learning curve`, leaving the rest alone."""
+    """Replace (or add) the `### key` block of the `## Duke learning curve` section; nothing else moves.
+
+    The section is rebuilt from its intro and its `###` blocks, in their order, with `key` updated.
+    """
     text = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n"
-    intro = (
-        f"{SECTION}\n\n"
-        "Accuracy on the fixed test split after training on random subsets of the training split "
-        "(mean ± sd over the repeats; the same subsets for every model), produced by "
-        "`bench/duke_learning_curve.py`. Baselines choose C from "
-        f"{', '.join(str(c) for c in BASELINE_CS)} by 3-fold cross-validation on each subset. "
-        "Training times exclude MiniLM encoding (embeddings are stored with each sample in "
-        "production); inference figures include it. Timings are wall clock on a shared 2-core box, so "
-        "they move with its load (recorded per run).\n"
-    )
-    m = re.search(rf"^{re.escape(SECTION)}\s*$", text, flags=re.M)
-    if m is None:
-        text = text.rstrip("\n") + "\n\n" + intro + "\n"
-        start, end = len(text), len(text)
+    heading = re.compile(rf"^{re.escape(SECTION)}[ \t]*$", flags=re.M)
+    found = list(heading.finditer(text))
+    if found:
+        start = found[0].start()
+        nxt = re.search(r"^## ", text[found[-1].end() :], flags=re.M)
+        end = found[-1].end() + nxt.start() if nxt else len(text)
     else:
-        start = m.start()
-        nxt = re.search(r"^## ", text[m.end() :], flags=re.M)
-        end = m.end() + nxt.start() if nxt else len(text)
-    section = text[start:end] if m is not None else intro + "\n"
-    sub = re.compile(rf"^### {re.escape(key)}\s*$.*?(?=^### |\Z)", flags=re.M | re.S)
-    block = f"### {key}\n\n{body.strip()}\n\n"
-    section = (
-        sub.sub(lambda _m: block, section) if sub.search(section) else section.rstrip("\n") + "\n\n" + block
-    )
-    if m is None:
-        text = text[:start].rstrip("\n") + "\n\n" + section
-    else:
-        text = text[:start] + section + text[end:]
+        text = text.rstrip("\n") + "\n\n"
+        start = end = len(text)
+    blocks: dict[str, str] = {}
+    for m in re.finditer(r"^### (.+?)[ \t]*\n(.*?)(?=^### |\Z)", text[start:end], flags=re.M | re.S):
+        blocks[m.group(1).strip()] = m.group(2).strip()
+    blocks[key] = body.strip()
+    section = "\n\n".join([SECTION, SECTION_INTRO, *(f"### {k}\n\n{v}" for k, v in blocks.items())])
+    rest = text[end:].lstrip("\n")
+    text = text[:start] + section + "\n" + ("\n" + rest if rest else "")
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+    doc.write_text(text, encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -394,7 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", default="100,200,500,1000,2000")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--drop-label", action="append", default=[], help="also report a setting without LABEL"
+        "--drop-label",
+        action="append",
+        default=None,
+        help=f"also report a setting without LABEL (default: {', '.join(AUTO_DROP_LABELS)}, when present)",
     )
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
     parser.add_argument("--no-write", action="store_true", help="print only; leave --out untouched")

@@ -21,7 +21,7 @@ _EXACT_BINOMIAL_LIMIT = 2000
 def accuracy(y_true: Sequence[Any], y_pred: Sequence[Any]) -> float:
     if len(y_true) != len(y_pred):
         raise ValueError("y_true and y_pred differ in length")
-    if not y_true:
+    if len(y_true) == 0:
         return 0.0
     return sum(1 for t, p in zip(y_true, y_pred, strict=True) if p is not None and t == p) / len(y_true)
 
@@ -213,7 +213,7 @@ def paired_comparison(
 
 def majority_label(train_labels: Sequence[Any]) -> Any:
     """Most frequent training label; ties go to the smallest label so the choice is reproducible."""
-    if not train_labels:
+    if len(train_labels) == 0:
         raise ValueError("no training labels")
     counts = Counter(train_labels)
     top = max(counts.values())
