@@ -64,7 +64,14 @@ def test_it_fits_a_temperature_with_masked_labels() -> None:
 
 @pytest.mark.parametrize(
     ("successes", "n", "expected"),
-    [(0, 0, 0.0), (0, 10, 0.0), (10, 10, 0.72247), (50, 100, 0.40383), (95, 100, 0.88825), (990, 1000, 0.98168)],
+    [
+        (0, 0, 0.0),
+        (0, 10, 0.0),
+        (10, 10, 0.72247),
+        (50, 100, 0.40383),
+        (95, 100, 0.88825),
+        (990, 1000, 0.98168),
+    ],
 )
 def test_it_computes_wilson_lower_bounds(successes: int, n: int, expected: float) -> None:
     assert wilson_lower_bound(successes, n) == pytest.approx(expected, abs=1e-4)
@@ -153,7 +160,9 @@ def test_it_uses_each_task_types_own_majority_when_given() -> None:
     train_labels = ["pos"] * 10 + ["neg"] * 5 + ["sports"] * 8 + ["tech"] * 30
     train_groups = ["sentiment"] * 15 + ["topic"] * 38
     perfect = list(y_true)
-    per_group = beats_majority_baseline(y_true, perfect, train_labels, groups=groups, train_groups=train_groups)
+    per_group = beats_majority_baseline(
+        y_true, perfect, train_labels, groups=groups, train_groups=train_groups
+    )
     # Per task type the baseline answers "pos" and "tech": right on the 60 sentiment items only.
     assert per_group.production_accuracy == 0.5 and per_group.better
     assert majority_label(["b", "a", "a", "b"]) == "a"  # ties go to the smallest label

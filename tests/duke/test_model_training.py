@@ -75,7 +75,10 @@ def test_it_never_predicts_a_label_outside_the_input_label_set(trained: TrainedM
 
 def test_it_returns_no_label_when_none_of_the_labels_is_known(trained: TrainedModel) -> None:
     unseen, partly = trained.predict(
-        [Input("a cat sat", ("cat", "dog"), "animals"), Input("loved it, superb", ("pos", "meh"), "sentiment")]
+        [
+            Input("a cat sat", ("cat", "dog"), "animals"),
+            Input("loved it, superb", ("pos", "meh"), "sentiment"),
+        ]
     )
     assert unseen == Prediction(label=None, confidence=0.0, probabilities={"cat": 0.0, "dog": 0.0})
     assert partly.label == "pos" and partly.probabilities == {"pos": 1.0, "meh": 0.0}
