@@ -131,6 +131,8 @@ MIDDLEWARE = [
 ROOT_URLCONF = "aicp.urls"
 WSGI_APPLICATION = "aicp.wsgi.application"
 AUTH_USER_MODEL = "users.User"
+# Staff users are operators: users.backends grants them the business apps' admin permissions.
+AUTHENTICATION_BACKENDS = ["users.backends.OperatorBackend"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 APPEND_SLASH = False
 
