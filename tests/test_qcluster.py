@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -14,28 +13,12 @@ from django.db import connection
 
 from tasks.models import Task
 from tests.factories import submit
-from tests.faults.harness import database_env
+from tests.faults.harness import cluster_env
 
 # serialized_rollback: an earlier transactional test's flush would otherwise have removed the seeded agents.
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def cluster_env(simulator_url: str) -> dict[str, str]:
-    env = os.environ.copy()
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "AICP_Q_SYNC": "0",
-            "AICP_TEST_KEEP_LLM_ENV": "1",
-            "OPENAI_BASE_URL": simulator_url,
-            "OPENAI_API_KEY": "test-key",
-            "PYTHONUNBUFFERED": "1",
-            **database_env(),  # the test database, on SQLite or PostgreSQL
-        }
-    )
-    return env
 
 
 def start_cluster(simulator_url: str, log_path: Path) -> subprocess.Popen:

@@ -72,6 +72,8 @@ class Command(BaseCommand):
                     process.kill()
 
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        # Explicitly, because a shell starts a background job with SIGINT ignored and Python keeps that.
+        signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
         failed = False
         try:
             if not os.environ.get("OPENAI_API_KEY"):
@@ -113,6 +115,9 @@ class Command(BaseCommand):
                 "60",
                 "--graceful-timeout",
                 "10",
+                # gunicorn's control socket defaults to one path per user: a second instance on the machine
+                # (another port, a benchmark) would take it over. Nothing here uses gunicornc.
+                "--no-control-socket",
             ]
             children.append(("web", subprocess.Popen(gunicorn, env=child_env)))
             self._wait_for(f"http://{bind}/health", "the web server", accept_degraded=True)
