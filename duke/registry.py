@@ -16,11 +16,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from duke.model import TrainedModel
 from duke.models import ModelVersion
+
+if TYPE_CHECKING:
+    # duke.model maps torch; it is imported when an artifact is first loaded, so that processes which
+    # import the registry (through duke.services) but never serve or train Duke don't carry it.
+    from duke.model import TrainedModel
 
 logger = logging.getLogger("duke")
 
@@ -107,6 +112,8 @@ def artifact_read(version: ModelVersion) -> bytes:
 
 def model_load(version: ModelVersion) -> TrainedModel:
     """Verifies and deserialises a version's model; any problem is an `ArtifactError`."""
+    from duke.model import TrainedModel
+
     data = artifact_read(version)
     try:
         return TrainedModel.from_bytes(data)

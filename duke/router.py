@@ -14,15 +14,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Sum
 
-from duke.model import Input, Prediction, TrainedModel
 from duke.models import ModelVersion, RoutingState, ServedTask, TrainingData
+
+if TYPE_CHECKING:
+    # duke.model maps torch (~200 MB per process): it is imported when a model is first used, so web and
+    # queue processes that import the router but never have a production version to serve don't carry it.
+    import numpy as np
+
+    from duke.model import Prediction, TrainedModel
 
 logger = logging.getLogger("duke")
 
@@ -80,6 +85,8 @@ def decide(
     threshold: float,
 ) -> Prediction | None:
     """Duke's prediction when it is confident enough, else None. No I/O: this is the timed decision."""
+    from duke.model import Input
+
     if not all(label in model.label_index for label in labels):
         # A label Duke never saw can never be its answer, so its confidence over the others means nothing.
         return None

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -25,10 +26,15 @@ from duke.calibration import (
     per_group_metrics,
 )
 from duke.encoder import embedding_from_bytes
-from duke.model import Sample, TrainedModel
 from duke.models import ModelVersion, TrainingData, TrainingTrigger
 from duke.services.samples import samples_encode_missing
-from duke.training import TrainConfig, train
+
+if TYPE_CHECKING:
+    # Importing duke.model or duke.training maps torch (~200 MB per process). Every web and queue process
+    # imports this module (admin, task completion), and most of them never train: they import torch when
+    # they first train or evaluate.
+    from duke.model import Sample, TrainedModel
+    from duke.training import TrainConfig
 
 logger = logging.getLogger("duke")
 
@@ -38,7 +44,16 @@ _PROGRESS_EVERY_S = 0.5
 TRAIN_CONFIG: TrainConfig | None = None
 
 
+def train(*args: Any, **kwargs: Any) -> TrainedModel:
+    """duke.training.train, imported on first use (see the imports above)."""
+    from duke.training import train as train_model
+
+    return train_model(*args, **kwargs)
+
+
 def _to_samples(split: str) -> list[Sample]:
+    from duke.model import Sample
+
     rows = selectors.labeling_samples(split=split).values_list(
         "input_text", "output", "correct_label", "labels", "task_type", "embedding"
     )
