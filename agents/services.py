@@ -9,10 +9,14 @@ from agents.models import Agent
 
 
 @transaction.atomic
-def agent_record_outcome(*, agent_id: int, success: bool, earned: Decimal = Decimal("0")) -> None:
-    """Counts one final task for the agent's reputation; `earned` mirrors its ledger payout."""
+def agent_record_outcome(
+    *, agent_id: int, success: bool, earned: Decimal = Decimal("0"), count: int = 1
+) -> None:
+    """Counts ``count`` final tasks for the agent's reputation; `earned` mirrors their ledger payouts."""
     counter = "success_count" if success else "failure_count"
-    Agent.objects.filter(pk=agent_id).update(**{counter: F(counter) + 1, "earnings": F("earnings") + earned})
+    Agent.objects.filter(pk=agent_id).update(
+        **{counter: F(counter) + count, "earnings": F("earnings") + earned}
+    )
 
 
 @transaction.atomic

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import Case, IntegerField, Value, When
+from django.db.models import Case, IntegerField, Q, Value, When
 
 from aicp.exceptions import InsufficientFunds
 from tasks.models import ZERO, Account, LedgerEntry, Task
@@ -26,6 +26,36 @@ class Leg:
     account: Account
     amount: Decimal
     kind: str
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One balanced transaction: its legs, and the task and memo its entries carry."""
+
+    legs: Sequence[Leg]
+    task: Task | None = None
+    memo: str = ""
+
+
+@dataclass(frozen=True)
+class AccountKey:
+    """An account by what it belongs to, so that finding and locking it is one query, not two."""
+
+    kind: str
+    user_id: int | None = None
+    agent_id: int | None = None
+
+
+def user_key(*, user_id: int, kind: str) -> AccountKey:
+    return AccountKey(kind, user_id=user_id)
+
+
+def agent_key(*, agent_id: int) -> AccountKey:
+    return AccountKey(Account.Kind.AGENT, agent_id=agent_id)
+
+
+def platform_key(*, kind: str) -> AccountKey:
+    return AccountKey(kind)
 
 
 def account_for_user(*, user_id: int, kind: str) -> Account:
@@ -43,6 +73,41 @@ def platform_account(*, kind: str) -> Account:
     return account
 
 
+def _account_for(key: AccountKey) -> Account:
+    if key.user_id is not None:
+        return account_for_user(user_id=key.user_id, kind=key.kind)
+    if key.agent_id is not None:
+        return account_for_agent(agent_id=key.agent_id)
+    return platform_account(kind=key.kind)
+
+
+def _key_of(account: Account) -> AccountKey:
+    return AccountKey(account.kind, user_id=account.user_id, agent_id=account.agent_id)
+
+
+def _in_transaction(what: str) -> None:
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError(f"ledger.{what} must run inside a database transaction")
+
+
+def _locked_rows(pks: Collection[int] = (), keys: Collection[AccountKey] = ()) -> list[Account]:
+    """SELECT … FOR UPDATE in the one global order every locker uses (see lock_accounts)."""
+    if not pks and not keys:
+        return []  # an empty Q() would match (and lock) every account
+    match = Q(pk__in=set(pks)) if pks else Q()
+    for key in keys:
+        match |= Q(kind=key.kind, user_id=key.user_id, agent_id=key.agent_id)
+    rank = Case(
+        When(user__isnull=False, then=Value(0)),
+        When(agent__isnull=False, then=Value(1)),
+        default=Value(2),
+        output_field=IntegerField(),
+    )
+    return list(
+        Account.objects.select_for_update().filter(match).annotate(lock_rank=rank).order_by("lock_rank", "pk")
+    )
+
+
 def lock_accounts(accounts: Sequence[Account]) -> dict[int, Account]:
     """Locks accounts in the one global order every locker uses; returns the fresh, locked rows.
 
@@ -52,64 +117,105 @@ def lock_accounts(accounts: Sequence[Account]) -> dict[int, Account]:
     agent account older than the buyer's would be locked first by one and last by the other, and
     PostgreSQL would abort one of them as a deadlock.
     """
-    if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("ledger.lock_accounts must run inside a database transaction")
-    rank = Case(
-        When(user__isnull=False, then=Value(0)),
-        When(agent__isnull=False, then=Value(1)),
-        default=Value(2),
-        output_field=IntegerField(),
-    )
-    rows = (
-        Account.objects.select_for_update()
-        .filter(pk__in={account.pk for account in accounts})
-        .annotate(lock_rank=rank)
-        .order_by("lock_rank", "pk")
-    )
-    return {account.pk: account for account in rows}
+    _in_transaction("lock_accounts")
+    return {account.pk: account for account in _locked_rows(pks={account.pk for account in accounts})}
 
 
-def post(*, legs: Sequence[Leg], task: Task | None = None, memo: str = "") -> uuid.UUID:
-    """Writes one balanced transaction; InsufficientFunds if a non-funding account would go negative."""
-    if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("ledger.post must run inside a database transaction")
-    for leg in legs:
-        if (
-            not isinstance(leg.amount, Decimal)
-            or not leg.amount.is_finite()
-            or leg.amount != leg.amount.quantize(CENT_HUNDREDTH)
-        ):
-            raise ValueError(f"ledger amounts are finite Decimals with at most 4 places, got {leg.amount!r}")
-    legs = [leg for leg in legs if leg.amount != 0]
-    if sum((leg.amount for leg in legs), ZERO) != 0:
-        raise ValueError(f"unbalanced posting: {[(leg.kind, leg.amount) for leg in legs]}")
-    if not legs:
-        return uuid.uuid4()
-    locked = lock_accounts([leg.account for leg in legs])
-    deltas: dict[int, Decimal] = defaultdict(lambda: ZERO)
-    for leg in legs:
-        deltas[leg.account.pk] += leg.amount
-    for account_id, delta in deltas.items():
-        account = locked[account_id]
-        if delta < 0 and account.kind != Account.Kind.FUNDING and account.balance + delta < 0:
-            raise InsufficientFunds(
-                f"Available balance {account.balance} is less than the {-delta} this needs.",
-                fields={"balance": [str(account.balance)], "required": [str(-delta)]},
+def lock(keys: Collection[AccountKey]) -> dict[AccountKey, Account]:
+    """Finds and locks the accounts (lock_accounts' order), creating any that does not exist yet.
+
+    One query when they all exist, which is every time but an owner's first. The rows are fresh and
+    locked until the transaction ends: pass them to ``post(locked=...)``, which then needs no lock of
+    its own and keeps their balances current for the next posting in the same transaction.
+    """
+    _in_transaction("lock")
+    wanted = set(keys)
+    found = {_key_of(account): account for account in _locked_rows(keys=wanted)}
+    missing = wanted - set(found)
+    if missing:
+        for key in missing:
+            _account_for(key)
+        found = {_key_of(account): account for account in _locked_rows(keys=wanted)}
+    return found
+
+
+def post(
+    *,
+    legs: Sequence[Leg],
+    task: Task | None = None,
+    memo: str = "",
+    locked: Iterable[Account] | None = None,
+) -> uuid.UUID:
+    """Writes one balanced transaction; InsufficientFunds if a non-funding account would go negative.
+
+    ``locked``: rows this transaction already locked (``lock``/``lock_accounts``); without them, or when
+    a leg's account is not among them, the accounts are locked here.
+    """
+    return post_many(postings=[Posting(legs, task, memo)], locked=locked)[0]
+
+
+def post_many(*, postings: Sequence[Posting], locked: Iterable[Account] | None = None) -> list[uuid.UUID]:
+    """Writes several balanced transactions with one INSERT and one balance UPDATE per account touched.
+
+    Each posting is checked on its own, in order (balanced; no account but funding below zero after it),
+    exactly as if posted one by one. Returns their transaction ids.
+    """
+    _in_transaction("post")
+    rows = {account.pk: account for account in locked or ()}
+    checked = []
+    for posting in postings:
+        for leg in posting.legs:
+            if (
+                not isinstance(leg.amount, Decimal)
+                or not leg.amount.is_finite()
+                or leg.amount != leg.amount.quantize(CENT_HUNDREDTH)
+            ):
+                raise ValueError(
+                    f"ledger amounts are finite Decimals with at most 4 places, got {leg.amount!r}"
+                )
+        legs = [leg for leg in posting.legs if leg.amount != 0]
+        if sum((leg.amount for leg in legs), ZERO) != 0:
+            raise ValueError(f"unbalanced posting: {[(leg.kind, leg.amount) for leg in legs]}")
+        checked.append((posting, legs))
+    unlocked = {leg.account.pk for _, legs in checked for leg in legs} - set(rows)
+    if unlocked:
+        rows |= lock_accounts([Account(pk=pk) for pk in unlocked])
+    # The new balances are computed here in Decimal from the locked rows, not as `balance + x` in SQL:
+    # SQLite has no decimal type and would add binary floats (0.06 - 0.054 - 0.006 < 0 there).
+    balances = {pk: rows[pk].balance for _, legs in checked for pk in (leg.account.pk for leg in legs)}
+    entries = []
+    ids = []
+    for posting, legs in checked:
+        transaction_id = uuid.uuid4()
+        ids.append(transaction_id)
+        deltas: dict[int, Decimal] = defaultdict(lambda: ZERO)
+        for leg in legs:
+            deltas[leg.account.pk] += leg.amount
+        for account_id, delta in deltas.items():
+            account = rows[account_id]
+            if delta < 0 and account.kind != Account.Kind.FUNDING and balances[account_id] + delta < 0:
+                raise InsufficientFunds(
+                    f"Available balance {balances[account_id]} is less than the {-delta} this needs.",
+                    fields={"balance": [str(balances[account_id])], "required": [str(-delta)]},
+                )
+            balances[account_id] += delta
+        entries += [
+            LedgerEntry(
+                transaction_id=transaction_id,
+                account_id=leg.account.pk,
+                amount=leg.amount,
+                kind=leg.kind,
+                task=posting.task,
+                memo=posting.memo[:200],
             )
-    transaction_id = uuid.uuid4()
-    LedgerEntry.objects.bulk_create(
-        LedgerEntry(
-            transaction_id=transaction_id,
-            account_id=leg.account.pk,
-            amount=leg.amount,
-            kind=leg.kind,
-            task=task,
-            memo=memo[:200],
-        )
-        for leg in legs
-    )
-    # The new balance is computed here in Decimal from the locked row, not as `balance + x` in SQL: SQLite
-    # has no decimal type and would add binary floats (0.06 - 0.054 - 0.006 < 0 there).
-    for account_id, delta in deltas.items():
-        Account.objects.filter(pk=account_id).update(balance=locked[account_id].balance + delta)
-    return transaction_id
+            for leg in legs
+        ]
+    if not entries:
+        return ids
+    LedgerEntry.objects.bulk_create(entries)
+    for account_id, balance in balances.items():
+        if balance != rows[account_id].balance:
+            Account.objects.filter(pk=account_id).update(balance=balance)
+            # Later postings in this transaction start from here, not from the balance when locked.
+            rows[account_id].balance = balance
+    return ids

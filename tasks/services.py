@@ -7,7 +7,8 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Callable, Collection
+from collections import defaultdict
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -121,15 +122,17 @@ def _check_spend_cap(*, task: Task) -> None:
 
 def _hold(*, task: Task) -> None:
     """Moves the quote from the buyer's available balance into escrow, or refuses the task (402 / 429)."""
-    available_account = ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.BUYER)
-    escrow = ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.ESCROW)
-    locked = ledger.lock_accounts([available_account, escrow])
+    available_key = ledger.user_key(user_id=task.buyer_id, kind=Account.Kind.BUYER)
+    escrow_key = ledger.user_key(user_id=task.buyer_id, kind=Account.Kind.ESCROW)
+    # Found and locked in one statement; the posting below reuses the locked rows instead of locking again.
+    locked = ledger.lock([available_key, escrow_key])
+    available_account, escrow = locked[available_key], locked[escrow_key]
     _check_spend_cap(task=task)
-    available = locked[available_account.pk].balance
+    available = available_account.balance
     if available < task.price:
         raise InsufficientFunds(
             f"Insufficient balance: this task costs {task.price} but your available balance is "
-            f"{available} ({locked[escrow.pk].balance} is held for unfinished tasks). "
+            f"{available} ({escrow.balance} is held for unfinished tasks). "
             "Add credit or lower the complexity.",
             fields={"price": [str(task.price)], "balance": [str(available)]},
         )
@@ -140,43 +143,58 @@ def _hold(*, task: Task) -> None:
         ],
         task=task,
         memo=f"hold for task {task.id}",
+        locked=locked.values(),
     )
 
 
-def _pay(*, task: Task, agent: Agent) -> Decimal:
-    """Settles the hold to the executing agent (less the platform fee). Returns what the agent earned."""
-    fee = (
-        quantize_money(task.price * settings.AICP_PLATFORM_FEE) if settings.AICP_PLATFORM_FEE else Decimal(0)
-    )
+def _fee(price: Decimal) -> Decimal:
+    return quantize_money(price * settings.AICP_PLATFORM_FEE) if settings.AICP_PLATFORM_FEE else Decimal(0)
+
+
+def _payout_keys(*, task: Task, agent_id: int) -> list[ledger.AccountKey]:
+    keys = [
+        ledger.user_key(user_id=task.buyer_id, kind=Account.Kind.ESCROW),
+        ledger.agent_key(agent_id=agent_id),
+    ]
+    if _fee(task.price):
+        keys.append(ledger.platform_key(kind=Account.Kind.PLATFORM_REVENUE))
+    return keys
+
+
+def _payout(
+    *, task: Task, agent_id: int, accounts: dict[ledger.AccountKey, Account]
+) -> tuple[ledger.Posting, Decimal]:
+    """Settles the hold to the executing agent (less the platform fee): the posting, what the agent earned.
+
+    ``accounts``: the locked accounts of ``_payout_keys``.
+    """
+    fee = _fee(task.price)
     earned = task.price - fee
-    escrow = ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.ESCROW)
+    escrow = accounts[ledger.user_key(user_id=task.buyer_id, kind=Account.Kind.ESCROW)]
     legs = [
         ledger.Leg(escrow, -earned, "payout"),
-        ledger.Leg(ledger.account_for_agent(agent_id=agent.pk), earned, "payout"),
+        ledger.Leg(accounts[ledger.agent_key(agent_id=agent_id)], earned, "payout"),
     ]
     if fee:
         legs += [
             ledger.Leg(escrow, -fee, "fee"),
-            ledger.Leg(ledger.platform_account(kind=Account.Kind.PLATFORM_REVENUE), fee, "fee"),
+            ledger.Leg(accounts[ledger.platform_key(kind=Account.Kind.PLATFORM_REVENUE)], fee, "fee"),
         ]
-    ledger.post(legs=legs, task=task, memo=f"payout for task {task.id}")
-    return earned
+    return ledger.Posting(legs, task, f"payout for task {task.id}"), earned
 
 
 def _release(*, task: Task) -> None:
+    escrow_key = ledger.user_key(user_id=task.buyer_id, kind=Account.Kind.ESCROW)
+    available_key = ledger.user_key(user_id=task.buyer_id, kind=Account.Kind.BUYER)
+    locked = ledger.lock([escrow_key, available_key])
     ledger.post(
         legs=[
-            ledger.Leg(
-                ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.ESCROW),
-                -task.price,
-                "release",
-            ),
-            ledger.Leg(
-                ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.BUYER), task.price, "release"
-            ),
+            ledger.Leg(locked[escrow_key], -task.price, "release"),
+            ledger.Leg(locked[available_key], task.price, "release"),
         ],
         task=task,
         memo=f"release for task {task.id}",
+        locked=locked.values(),
     )
 
 
@@ -210,15 +228,8 @@ def _resolve_agent(requested: str) -> Agent:
     return agent
 
 
-@transaction.atomic
-def task_submit(*, buyer: User, request: TaskRequest) -> Task:
-    """Quotes, holds the quote in escrow and enqueues execution when the transaction commits."""
-    if request.agent == "auto" and request.labels:
-        decision = route(text=request.description, labels=request.labels, task_type=request.task_type)
-        duke = agent_duke()
-        if decision is not None and duke is not None:
-            return _submit_served_by_duke(buyer=buyer, request=request, duke=duke, decision=decision)
-    agent = _resolve_agent(request.agent)
+def _create_held_task(*, buyer: User, request: TaskRequest, agent: Agent, **fields: object) -> Task:
+    """Both submit paths: the agent's quote, the task row, and the quote held in escrow (or a refusal)."""
     price = quote(
         price_per_unit=agent.price_per_unit,
         complexity=request.complexity,
@@ -234,12 +245,30 @@ def task_submit(*, buyer: User, request: TaskRequest) -> Task:
         requested_agent=request.agent,
         agent=agent,
         price=price,
+        **fields,
     )
     _hold(task=task)
+    return task
+
+
+@transaction.atomic
+def task_submit(*, buyer: User, request: TaskRequest) -> Task:
+    """Quotes, holds the quote in escrow and enqueues execution when the transaction commits."""
+    if request.agent == "auto" and request.labels:
+        duke = agent_duke()
+        decision = (
+            route(text=request.description, labels=request.labels, task_type=request.task_type)
+            if duke is not None
+            else None  # without an active Duke agent nobody could serve its answer: don't compute one
+        )
+        if decision is not None and duke is not None:
+            return _submit_served_by_duke(buyer=buyer, request=request, duke=duke, decision=decision)
+    agent = _resolve_agent(request.agent)
+    task = _create_held_task(buyer=buyer, request=request, agent=agent)
     from tasks import jobs
 
     transaction.on_commit(lambda: jobs.enqueue_execution(task.id))
-    logger.info("Task %s SUBMITTED to %s at %s", task.short_id, agent.name, price)
+    logger.info("Task %s SUBMITTED to %s at %s", task.short_id, agent.name, task.price)
     return task
 
 
@@ -251,26 +280,14 @@ def _submit_served_by_duke(
     What the LLM would have cost is recorded with it (the savings); a sampled few also go to the LLM
     after commit, unbilled, to measure live agreement.
     """
-    price = quote(
-        price_per_unit=duke.price_per_unit,
-        complexity=request.complexity,
-        success_count=duke.success_count,
-        failure_count=duke.failure_count,
-    )
-    task = Task.objects.create(
+    task = _create_held_task(
         buyer=buyer,
-        description=request.description,
-        complexity=request.complexity,
-        task_type=request.task_type,
-        labels=list(request.labels or ()),
-        requested_agent=request.agent,
+        request=request,
         agent=duke,
-        price=price,
         status=Task.Status.RUNNING,
         attempts=1,
         started_at=timezone.now(),
     )
-    _hold(task=task)
     task_complete(
         task_id=task.id,
         outcome=Outcome(
@@ -287,7 +304,7 @@ def _submit_served_by_duke(
         model_version=decision.model_version,
         label=decision.label,
         confidence=decision.confidence,
-        price=price,
+        price=task.price,
         llm_agent=llm_agent,
         llm_price=llm_price,
         llm_cost_estimate=llm_cost,
@@ -537,44 +554,116 @@ class Outcome:
     confidence: float | None = None
 
 
+@dataclass(frozen=True)
+class Completion:
+    task_id: uuid.UUID
+    outcome: Outcome
+    executed_by_id: int | None = None  # None: the assigned agent
+
+
 @transaction.atomic
 def task_complete(*, task_id: uuid.UUID, outcome: Outcome, executed_by_id: int | None = None) -> bool:
     """Stores the result and pays the agent, once. Returns False when the task was already final."""
-    task = Task.objects.select_related("agent").get(pk=task_id)
-    executor_id = executed_by_id or task.agent_id
+    return _complete(completions=[Completion(task_id, outcome, executed_by_id)])[0]
+
+
+@transaction.atomic
+def task_complete_many(*, completions: Sequence[Completion]) -> list[bool]:
+    """task_complete for several tasks in one transaction; per completion, whether it completed the task.
+
+    The same effects as one task_complete each, with a few statements for the whole batch instead of a
+    dozen per task: the tasks' rows are read (and, on PostgreSQL, locked) together, the accounts are
+    found and locked together, the payouts are one INSERT and one balance UPDATE per account, and each
+    agent's counters one UPDATE. Each task still goes final through its own conditional UPDATE, so a
+    task another worker already settled is skipped (False), and the ledger's unique settlement constraint
+    still refuses a second payout. A failure rolls back the whole batch (callers that must keep the rest
+    retry task by task).
+    """
+    return _complete(completions=completions)
+
+
+def _complete(*, completions: Sequence[Completion]) -> list[bool]:
+    # Callers may name a task by its id's string, as a lookup by pk would accept.
+    completions = [
+        c
+        if isinstance(c.task_id, uuid.UUID)
+        else Completion(uuid.UUID(str(c.task_id)), c.outcome, c.executed_by_id)
+        for c in completions
+    ]
+    ids = [c.task_id for c in completions]
+    open_statuses = [Task.Status.PENDING, Task.Status.RUNNING]
+    tasks = {
+        task.pk: task
+        for task in Task.objects.select_related("agent")
+        .select_for_update(of=("self",))
+        .filter(pk__in=ids, status__in=open_statuses)
+        .order_by("pk")  # row locks in one order: concurrent batches cannot deadlock on PostgreSQL
+    }
     now = timezone.now()
-    finished = Task.objects.filter(pk=task_id, status__in=[Task.Status.PENDING, Task.Status.RUNNING]).update(
-        status=Task.Status.COMPLETED,
-        result=outcome.result,
-        executed_by_id=executor_id,
-        confidence=outcome.confidence,
-        prompt_tokens=outcome.prompt_tokens,
-        completion_tokens=outcome.completion_tokens,
-        latency_ms=outcome.latency_ms,
-        cost=outcome.cost,
-        error="",
-        error_code="",
-        lease_until=None,
-        finished_at=now,
-        updated_at=now,
-    )
+    finished: list[tuple[Task, Completion]] = []
+    for completion in completions:
+        task = tasks.pop(completion.task_id, None)  # popped: a task listed twice completes once
+        if task is None:
+            continue
+        outcome = completion.outcome
+        executor_id = completion.executed_by_id or task.agent_id
+        # The status condition is the guarantee; the lock above only makes it the expected outcome.
+        if Task.objects.filter(pk=task.pk, status__in=open_statuses).update(
+            status=Task.Status.COMPLETED,
+            result=outcome.result,
+            executed_by_id=executor_id,
+            confidence=outcome.confidence,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            latency_ms=outcome.latency_ms,
+            cost=outcome.cost,
+            error="",
+            error_code="",
+            lease_until=None,
+            finished_at=now,
+            updated_at=now,
+        ):
+            finished.append((task, Completion(task.pk, outcome, executor_id)))
     if not finished:
-        return False
-    executor = task.agent if executor_id == task.agent_id else Agent.objects.get(pk=executor_id)
-    earned = _pay(task=task, agent=executor)
-    agent_record_outcome(agent_id=executor.pk, success=True, earned=earned)
-    if executor.backend != Agent.Backend.DUKE:
-        # Duke's own answers never become its training labels: it would learn its own mistakes.
-        sample_record(
-            task_id=task.id,
-            text=task.description,
-            task_type=task.task_type,
-            complexity=task.complexity,
-            labels=task.labels,
-            output=outcome.result,
+        return [False] * len(completions)
+
+    others = {c.executed_by_id for t, c in finished if c.executed_by_id != t.agent_id}
+    executors = {t.agent_id: t.agent for t, _ in finished} | Agent.objects.in_bulk(others)
+    accounts = ledger.lock(
+        {key for t, c in finished for key in _payout_keys(task=t, agent_id=c.executed_by_id)}
+    )
+    postings = []
+    earnings: dict[int, list[Decimal]] = defaultdict(list)
+    for task, completion in finished:
+        posting, earned = _payout(task=task, agent_id=completion.executed_by_id, accounts=accounts)
+        postings.append(posting)
+        earnings[completion.executed_by_id].append(earned)
+    ledger.post_many(postings=postings, locked=accounts.values())
+    for agent_id, earned in earnings.items():
+        agent_record_outcome(
+            agent_id=agent_id, success=True, earned=sum(earned, Decimal(0)), count=len(earned)
         )
-    logger.info("Task %s COMPLETED by %s in %s ms", task.short_id, executor.name, outcome.latency_ms)
-    return True
+    for task, completion in finished:
+        executor = executors[completion.executed_by_id]
+        if executor.backend != Agent.Backend.DUKE:
+            # Duke's own answers never become its training labels: it would learn its own mistakes.
+            sample_record(
+                task_id=task.id,
+                text=task.description,
+                task_type=task.task_type,
+                complexity=task.complexity,
+                labels=task.labels,
+                output=completion.outcome.result,
+            )
+        logger.info(
+            "Task %s COMPLETED by %s in %s ms", task.short_id, executor.name, completion.outcome.latency_ms
+        )
+    done = {task.pk for task, _ in finished}
+    results = []
+    for completion in completions:
+        results.append(completion.task_id in done)
+        done.discard(completion.task_id)  # a task listed twice counts once, at its first listing
+    return results
 
 
 @transaction.atomic
@@ -642,6 +731,7 @@ def task_requeue_expired() -> list[uuid.UUID]:
     if requeued:
         logger.warning("Reaper re-queued %d task(s) whose lease expired", len(requeued))
     return requeued
+
 
 # --- drainer slots --------------------------------------------------------------------------------------
 
