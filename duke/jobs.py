@@ -21,6 +21,6 @@ def enqueue_encoding() -> None:
 
 
 def encode_samples() -> None:
-    from duke.services import samples_encode_missing
+    from duke.services import samples_encode_backlog
 
-    samples_encode_missing()
+    samples_encode_backlog()

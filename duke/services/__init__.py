@@ -1,7 +1,7 @@
 """Writes on Duke's data; wires the pure model code to the ORM.
 
 - `samples`: `sample_record` (one per completed task; the watermark), `sample_correct`,
-  `samples_encode_missing`.
+  `samples_encode_missing`, `samples_encode_backlog` (the queued encoder, one at a time).
 - `versions`: `model_train` (the training job), `model_promote` (operators: promote or roll back),
   `model_request_training` (operators: train now).
 
@@ -12,6 +12,7 @@ transactions would hold the write lock for all of it). Each database step they t
 from duke.services.samples import (
     sample_correct,
     sample_record,
+    samples_encode_backlog,
     samples_encode_missing,
     split_for,
     training_trigger,
@@ -38,6 +39,7 @@ __all__ = [
     "promotion_gate",
     "sample_correct",
     "sample_record",
+    "samples_encode_backlog",
     "samples_encode_missing",
     "split_for",
     "training_trigger",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
@@ -21,6 +23,10 @@ logger = logging.getLogger("duke")
 _ENCODE_BATCH = 256
 # Recorded samples are embedded by a queued job every this many samples (training embeds the rest).
 ENCODE_EVERY = 32
+# One background encoder at a time, through the shared cache (a file cache on one machine, Redis across
+# nodes). The lease is renewed after every batch; a killed encoder's lease simply runs out.
+ENCODER_LEASE_KEY = "duke:background-encoder"
+ENCODER_LEASE_S = 300
 
 
 def split_for(task_id: uuid.UUID) -> str:
@@ -106,7 +112,7 @@ def _store_embeddings(pks: Sequence[int], vectors: np.ndarray) -> int:
     return stored
 
 
-def samples_encode_missing() -> int:
+def samples_encode_missing(*, after_batch: Callable[[], None] | None = None) -> int:
     """Embeds every labeling sample that has none yet (recorded while the encoder was off or missing).
 
     Returns how many were stored; 0 without an encoder, in which case Duke trains on n-grams alone.
@@ -115,6 +121,8 @@ def samples_encode_missing() -> int:
         return 0
     stored, last_pk = 0, 0
     while True:
+        if after_batch is not None and last_pk:
+            after_batch()
         rows = list(
             selectors.samples_missing_embedding()
             .filter(pk__gt=last_pk)
@@ -128,3 +136,27 @@ def samples_encode_missing() -> int:
         except EncoderUnavailable:
             return stored
         stored += _store_embeddings([pk for pk, _ in rows], vectors)
+
+
+def samples_encode_backlog() -> int:
+    """The queued encoder: embeds what is missing unless another encoder is already at it.
+
+    Jobs are enqueued every ENCODE_EVERY samples, and one pass over a busy backlog outlasts many of them:
+    without this guard they ran side by side on every queue worker, encoding the same rows and keeping
+    the training job waiting for a worker. A skipped job loses nothing: the running encoder loops until no
+    sample is missing, and looks once more after giving up its lease for any recorded in between.
+    """
+    if not encoder_available():
+        return 0
+    stored = 0
+    while cache.add(ENCODER_LEASE_KEY, os.getpid(), ENCODER_LEASE_S):
+        try:
+            added = samples_encode_missing(
+                after_batch=lambda: cache.set(ENCODER_LEASE_KEY, os.getpid(), ENCODER_LEASE_S)
+            )
+        finally:
+            cache.delete(ENCODER_LEASE_KEY)
+        stored += added
+        if not added or not selectors.samples_missing_embedding().exists():
+            break
+    return stored

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 
 import numpy as np
 import pytest
+from django.core.cache import cache
 from django.db import connection
 
 from aicp.exceptions import Conflict, NotFound
@@ -20,8 +22,10 @@ from duke.services import (
     model_train,
     sample_correct,
     sample_record,
+    samples_encode_backlog,
     samples_encode_missing,
 )
+from duke.services.samples import ENCODER_LEASE_KEY
 from duke.training import train as real_train
 from tests.duke.learning_helpers import (
     LABELS,
@@ -325,6 +329,42 @@ def test_it_frees_the_slot_of_a_training_whose_worker_died(settings, monkeypatch
     assert request.train_samples == 30
     stale.refresh_from_db()
     assert stale.status == ModelVersion.Status.FAILED and stale.error.startswith("abandoned")
+
+
+def _fake_encoder(monkeypatch, calls: list[list[str]], during: Callable[[], None] = lambda: None) -> None:
+    def fake_encode(texts):
+        calls.append(list(texts))
+        during()
+        return np.full((len(texts), EMBEDDING_DIM), 0.5, dtype=np.float32)
+
+    monkeypatch.setattr("duke.services.samples.encoder_available", lambda: True)
+    monkeypatch.setattr("duke.services.samples.encode_texts", fake_encode)
+
+
+def test_it_skips_the_background_encoder_while_another_one_runs(monkeypatch):
+    record_samples(3, split="train")
+    calls: list[list[str]] = []
+    _fake_encoder(monkeypatch, calls)
+    assert cache.add(ENCODER_LEASE_KEY, "another worker", 60)
+    try:
+        assert samples_encode_backlog() == 0
+        assert calls == []
+    finally:
+        cache.delete(ENCODER_LEASE_KEY)
+    assert samples_encode_backlog() == 3
+    assert cache.get(ENCODER_LEASE_KEY) is None  # the lease is given back
+
+
+def test_it_encodes_samples_recorded_while_the_background_encoder_ran(monkeypatch):
+    record_samples(2, split="train")
+    calls: list[list[str]] = []
+    # A sample recorded mid-pass (its own job skipped, the lease being held) is encoded by a second pass.
+    _fake_encoder(
+        monkeypatch, calls, during=lambda: len(calls) == 1 and record_samples(1, split="train", id_start=100)
+    )
+    assert samples_encode_backlog() == 3
+    assert [len(batch) for batch in calls] == [2, 1]
+    assert not TrainingData.objects.filter(embedding__isnull=True).exists()
 
 
 def test_it_encodes_each_missing_embedding_once(monkeypatch):
