@@ -18,9 +18,21 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import openai
+if TYPE_CHECKING:
+    import openai
+
+
+def _openai() -> ModuleType:
+    """The openai package, imported on first use: it costs ~36 MB and 0.3 s per process, and most processes
+    that import this module (web workers estimating tokens, the queue's supervisor processes) never call
+    an LLM."""
+    import openai
+
+    return openai
+
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +146,7 @@ def complete(
     backoff_s: float = 0.5,
 ) -> Completion:
     """Run one task on the LLM, retrying transient failures; blocks the calling thread."""
+    openai = _openai()
     call = _Call(endpoint, text, labels, max_attempts, backoff_s)
     client = _sync_client(endpoint)
     while True:
@@ -159,6 +172,7 @@ async def complete_async(
     backoff_s: float = 0.5,
 ) -> Completion:
     """``complete`` on AsyncOpenAI, for a worker that keeps many calls in flight on one event loop."""
+    openai = _openai()
     call = _Call(endpoint, text, labels, max_attempts, backoff_s)
     client = _async_client(endpoint)
     while True:
@@ -366,6 +380,7 @@ def _preview(value: object) -> str:
 
 
 def _error_from_openai(exc: openai.OpenAIError, endpoint: LLMEndpoint) -> LLMError:
+    openai = _openai()
     where = endpoint.base_url or "the OpenAI API"
     if isinstance(exc, openai.APITimeoutError):
         return RetryableLLMError("timeout", f"No response from {where} within {endpoint.timeout_s:g} s")
@@ -460,7 +475,7 @@ def _sync_client(endpoint: LLMEndpoint) -> openai.OpenAI:
     with _client_lock:
         client = _sync_clients.get(key)
         if client is None:
-            client = openai.OpenAI(
+            client = _openai().OpenAI(
                 base_url=endpoint.base_url,
                 api_key=endpoint.api_key or _NO_KEY_PLACEHOLDER,
                 timeout=endpoint.timeout_s,
@@ -477,7 +492,7 @@ def _async_client(endpoint: LLMEndpoint) -> openai.AsyncOpenAI:
         clients = _async_clients.setdefault(loop, {})
         client = clients.get(key)
         if client is None:
-            client = openai.AsyncOpenAI(
+            client = _openai().AsyncOpenAI(
                 base_url=endpoint.base_url,
                 api_key=endpoint.api_key or _NO_KEY_PLACEHOLDER,
                 timeout=endpoint.timeout_s,
