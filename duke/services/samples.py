@@ -112,22 +112,23 @@ def _store_embeddings(pks: Sequence[int], vectors: np.ndarray) -> int:
     return stored
 
 
-def samples_encode_missing(*, after_batch: Callable[[], None] | None = None) -> int:
-    """Embeds every labeling sample that has none yet (recorded while the encoder was off or missing).
+def samples_encode_missing(
+    *, up_to_pk: int | None = None, after_batch: Callable[[], None] | None = None
+) -> int:
+    """Embeds every labeling sample that has none yet (up to `up_to_pk`, when given).
 
     Returns how many were stored; 0 without an encoder, in which case Duke trains on n-grams alone.
     """
     if not encoder_available():
         return 0
+    missing = selectors.samples_missing_embedding()
+    if up_to_pk is not None:
+        missing = missing.filter(pk__lte=up_to_pk)
     stored, last_pk = 0, 0
     while True:
         if after_batch is not None and last_pk:
             after_batch()
-        rows = list(
-            selectors.samples_missing_embedding()
-            .filter(pk__gt=last_pk)
-            .values_list("pk", "input_text")[:_ENCODE_BATCH]
-        )
+        rows = list(missing.filter(pk__gt=last_pk).values_list("pk", "input_text")[:_ENCODE_BATCH])
         if not rows:
             return stored
         last_pk = rows[-1][0]

@@ -51,11 +51,13 @@ def train(*args: Any, **kwargs: Any) -> TrainedModel:
     return train_model(*args, **kwargs)
 
 
-def _to_samples(split: str) -> list[Sample]:
+def _to_samples(split: str, *, up_to_pk: int) -> list[Sample]:
     from duke.model import Sample
 
-    rows = selectors.labeling_samples(split=split).values_list(
-        "input_text", "output", "correct_label", "labels", "task_type", "embedding"
+    rows = (
+        selectors.labeling_samples(split=split)
+        .filter(pk__lte=up_to_pk)
+        .values_list("input_text", "output", "correct_label", "labels", "task_type", "embedding")
     )
     samples = []
     for text, output, correct_label, labels, task_type, embedding in rows:
@@ -325,9 +327,12 @@ def model_train(*, reason: str = "samples", only_if_pending: bool = False) -> Mo
     started = time.perf_counter()
     artifact = ""
     try:
-        samples_encode_missing()
-        train_samples = _to_samples(TrainingData.Split.TRAIN)
-        validation = _to_samples(TrainingData.Split.VALIDATION)
+        # A snapshot: samples keep arriving while this runs, and an encoder slower than their arrival
+        # (MiniLM on a busy box) chasing every new one would never get to training.
+        snapshot_pk = selectors.labeling_samples().aggregate(last=Max("pk"))["last"] or 0
+        samples_encode_missing(up_to_pk=snapshot_pk)
+        train_samples = _to_samples(TrainingData.Split.TRAIN, up_to_pk=snapshot_pk)
+        validation = _to_samples(TrainingData.Split.VALIDATION, up_to_pk=snapshot_pk)
         version.train_samples, version.validation_samples = len(train_samples), len(validation)
         version.promotion = {"trigger": reason}
         ModelVersion.objects.filter(pk=version.pk).update(

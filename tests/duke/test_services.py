@@ -367,6 +367,24 @@ def test_it_encodes_samples_recorded_while_the_background_encoder_ran(monkeypatc
     assert not TrainingData.objects.filter(embedding__isnull=True).exists()
 
 
+def test_it_trains_on_a_snapshot_while_samples_keep_arriving_faster_than_they_are_encoded(monkeypatch):
+    record_samples(60, split="train")
+    record_samples(25, split="validation", seed=1)
+    calls: list[list[str]] = []
+    arrivals = iter(range(1000, 1100))
+
+    def one_more_arrives() -> None:
+        # Each encoder pass sees a new sample land: chasing them all would never end.
+        assert len(calls) < 50, "the encoder is chasing new samples instead of training"
+        record_samples(1, split="train", id_start=next(arrivals))
+
+    _fake_encoder(monkeypatch, calls, during=one_more_arrives)
+    version = model_train()
+    assert version.status == ModelVersion.Status.PRODUCTION
+    assert (version.train_samples, version.validation_samples) == (60, 25)
+    assert sum(len(batch) for batch in calls) == 85  # the snapshot, each sample once
+
+
 def test_it_encodes_each_missing_embedding_once(monkeypatch):
     samples = record_samples(5, split="train")
     TrainingData.objects.filter(pk=samples[0].pk).update(embedding=np.ones(EMBEDDING_DIM, "<f4").tobytes())
