@@ -12,7 +12,7 @@ import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Max
 
 from duke import selectors
 from duke.encoder import EncoderUnavailable, embedding_to_bytes, encode_texts, encoder_available
@@ -140,24 +140,23 @@ def samples_encode_missing(
 
 
 def samples_encode_backlog() -> int:
-    """The queued encoder: embeds what is missing unless another encoder is already at it.
+    """The queued encoder: embeds what is missing up to now, unless another encoder is already at it.
 
     Jobs are enqueued every ENCODE_EVERY samples, and one pass over a busy backlog outlasts many of them:
-    without this guard they ran side by side on every queue worker, encoding the same rows and keeping
-    the training job waiting for a worker. A skipped job loses nothing: the running encoder loops until no
-    sample is missing, and looks once more after giving up its lease for any recorded in between.
+    without the lease they ran side by side on every queue worker, encoding the same rows and keeping
+    the training job waiting for a worker. Bounded by a snapshot for the same reason: an encoder slower
+    than the samples' arrival would otherwise hold its worker for good. What lands meanwhile is the next
+    job's (or the next training's) to encode.
     """
     if not encoder_available():
         return 0
-    stored = 0
-    while cache.add(ENCODER_LEASE_KEY, os.getpid(), ENCODER_LEASE_S):
-        try:
-            added = samples_encode_missing(
-                after_batch=lambda: cache.set(ENCODER_LEASE_KEY, os.getpid(), ENCODER_LEASE_S)
-            )
-        finally:
-            cache.delete(ENCODER_LEASE_KEY)
-        stored += added
-        if not added or not selectors.samples_missing_embedding().exists():
-            break
-    return stored
+    snapshot_pk = selectors.labeling_samples().aggregate(last=Max("pk"))["last"] or 0
+    if not cache.add(ENCODER_LEASE_KEY, os.getpid(), ENCODER_LEASE_S):
+        return 0
+    try:
+        return samples_encode_missing(
+            up_to_pk=snapshot_pk,
+            after_batch=lambda: cache.set(ENCODER_LEASE_KEY, os.getpid(), ENCODER_LEASE_S),
+        )
+    finally:
+        cache.delete(ENCODER_LEASE_KEY)

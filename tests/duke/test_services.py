@@ -355,14 +355,18 @@ def test_it_skips_the_background_encoder_while_another_one_runs(monkeypatch):
     assert cache.get(ENCODER_LEASE_KEY) is None  # the lease is given back
 
 
-def test_it_encodes_samples_recorded_while_the_background_encoder_ran(monkeypatch):
+def test_it_leaves_samples_recorded_during_a_background_pass_to_the_next_one(monkeypatch):
     record_samples(2, split="train")
     calls: list[list[str]] = []
-    # A sample recorded mid-pass (its own job skipped, the lease being held) is encoded by a second pass.
-    _fake_encoder(
-        monkeypatch, calls, during=lambda: len(calls) == 1 and record_samples(1, split="train", id_start=100)
-    )
-    assert samples_encode_backlog() == 3
+
+    def record_one_more() -> None:
+        if len(calls) == 1:
+            record_samples(1, split="train", id_start=100)
+
+    _fake_encoder(monkeypatch, calls, during=record_one_more)
+    assert samples_encode_backlog() == 2  # its snapshot: it must not chase arrivals and hold its worker
+    assert TrainingData.objects.filter(embedding__isnull=True).count() == 1
+    assert samples_encode_backlog() == 1
     assert [len(batch) for batch in calls] == [2, 1]
     assert not TrainingData.objects.filter(embedding__isnull=True).exists()
 
