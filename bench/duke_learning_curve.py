@@ -11,7 +11,9 @@ figures include encoding.
         --train ../shared/datasets/rotten-tomatoes.train.jsonl \\
         --test ../shared/datasets/rotten-tomatoes.test.jsonl
 
-Each run replaces its dataset's subsection of `## Duke learning curve` in docs/BENCHMARKS.md.
+When the data has a `plot` label (Rotten Tomatoes), the setting without it is reported as well:
+the datasets README's reference figures are fresh vs rotten only. Each run replaces its dataset's
+subsection of `## Duke learning curve` in docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations

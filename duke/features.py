@@ -8,6 +8,7 @@ fixed-constant integer mixing done in numpy uint64 arithmetic (wraps modulo 2**6
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -17,6 +18,8 @@ import numpy as np
 DEFAULT_BUCKETS = 1 << 18
 CHAR_NGRAM_SIZES = (4,)
 MAX_TOKENS = 400
+# 0 leaves the length token out: how every artifact of format 1 was trained.
+LENGTH_WEIGHT = 0.0
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 _DIGITS_RE = re.compile(r"\d+")
@@ -105,8 +108,10 @@ def _char_table(sizes: tuple[int, ...]) -> _CharHashes:
 
 def _raw_hashes(
     text: str, extra_tokens: Sequence[str], char_sizes: tuple[int, ...], max_tokens: int
-) -> list[np.ndarray]:
-    tokens = tokenize(normalize_text(text))[:max_tokens]
+) -> tuple[list[np.ndarray], int]:
+    """A text's n-gram and extra-token hashes (with repeats), and its token count before truncation."""
+    all_tokens = tokenize(normalize_text(text))
+    tokens = all_tokens[:max_tokens]
     words = np.fromiter(map(_word_hashes.__getitem__, tokens), dtype=np.uint64, count=len(tokens))
     parts = [words]
     if len(words) > 1:
@@ -114,8 +119,18 @@ def _raw_hashes(
     if char_sizes:
         parts.extend(map(_char_table(tuple(char_sizes)).__getitem__, tokens))
     if extra_tokens:
-        parts.append(np.asarray([stable_hash("x\x00" + t) for t in extra_tokens], dtype=np.uint64))
-    return parts
+        parts.append(np.asarray([_extra_hash(t) for t in extra_tokens], dtype=np.uint64))
+    return parts, len(all_tokens)
+
+
+def _extra_hash(token: str) -> int:
+    # Own namespace: an extra token never hashes like the word it spells.
+    return stable_hash("x\x00" + token)
+
+
+def length_token(n_tokens: int) -> str:
+    """Coarse length class, log2 of the token count: tells one-line reviews from plot synopses."""
+    return f"len:{int(math.log2(n_tokens + 1))}"
 
 
 def extract_ids(
@@ -132,7 +147,7 @@ def extract_ids(
     on them; they live in their own hash namespace, so they never equal a real word's hash.
     Only the first `max_tokens` tokens count: beyond that a text adds cost, rarely information.
     """
-    parts = _raw_hashes(text, extra_tokens, char_sizes, max_tokens)
+    parts, _ = _raw_hashes(text, extra_tokens, char_sizes, max_tokens)
     return (np.concatenate(parts) % np.uint64(n_buckets)).astype(np.int64)
 
 
@@ -143,28 +158,42 @@ def extract_batch(
     *,
     char_sizes: tuple[int, ...] = CHAR_NGRAM_SIZES,
     max_tokens: int = MAX_TOKENS,
+    length_weight: float = LENGTH_WEIGHT,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct ids per text, offsets, and weights count/total, for `nn.EmbeddingBag(mode="sum")`.
 
     The weighted sum equals the mean over all of a text's n-grams (fastText's bag), while
     deduplicating roughly halves the rows a training step touches on long texts. Ids are sorted
     within each text. A text with no features gets an empty bag (EmbeddingBag returns zeros for it).
+
+    `length_weight` > 0 adds one `length_token` per text with that fixed weight on top of the mean:
+    inside the mean a single token would fade to nothing on long texts, and length is exactly what
+    tells them apart.
     """
     n = len(texts)
     parts: list[np.ndarray] = []
     lengths = np.zeros(n, dtype=np.int64)
+    n_tokens = np.zeros(n, dtype=np.int64)
     for i, text in enumerate(texts):
         extra = extra_tokens[i] if extra_tokens is not None else ()
-        ids = np.concatenate(_raw_hashes(text, extra, char_sizes, max_tokens))
+        text_parts, n_tokens[i] = _raw_hashes(text, extra, char_sizes, max_tokens)
+        ids = np.concatenate(text_parts)
         lengths[i] = len(ids)
         parts.append(ids)
-    if n == 0 or lengths.sum() == 0:
+    if n == 0 or (lengths.sum() == 0 and not length_weight):
         return np.zeros(0, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    text_ids = np.arange(n, dtype=np.int64)
     flat = (np.concatenate(parts) % np.uint64(n_buckets)).astype(np.int64)
     # One global sort instead of one np.unique per text: (text, id) pairs packed into one int64 key.
-    keys = np.repeat(np.arange(n, dtype=np.int64), lengths) * n_buckets + flat
+    keys = np.repeat(text_ids, lengths) * n_buckets + flat
     uniq, counts = np.unique(keys, return_counts=True)
+    weights = counts / lengths[uniq // n_buckets]
+    if length_weight:
+        hashes = np.asarray([_extra_hash(length_token(int(k))) for k in n_tokens], dtype=np.uint64)
+        len_keys = text_ids * n_buckets + (hashes % np.uint64(n_buckets)).astype(np.int64)
+        # Merged like any other id, so a bucket shared with an n-gram still appears once per text.
+        uniq, inverse = np.unique(np.concatenate([uniq, len_keys]), return_inverse=True)
+        weights = np.bincount(inverse, weights=np.concatenate([weights, np.full(n, float(length_weight))]))
     owner = uniq // n_buckets
-    offsets = np.searchsorted(owner, np.arange(n), side="left").astype(np.int64)
-    weights = (counts / lengths[owner]).astype(np.float32)
-    return uniq % n_buckets, offsets, weights
+    offsets = np.searchsorted(owner, text_ids, side="left").astype(np.int64)
+    return uniq % n_buckets, offsets, weights.astype(np.float32)

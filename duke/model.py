@@ -22,9 +22,13 @@ import torch
 from torch import nn
 
 from duke.encoder import EMBEDDING_DIM, torch_threads
-from duke.features import CHAR_NGRAM_SIZES, DEFAULT_BUCKETS, MAX_TOKENS, extract_batch
+from duke.features import CHAR_NGRAM_SIZES, DEFAULT_BUCKETS, LENGTH_WEIGHT, MAX_TOKENS, extract_batch
 
-ARTIFACT_FORMAT = 1
+# 2 added ModelConfig.length_weight. Format 1 artifacts still load: their config has no such key and
+# the default (no length token) is exactly how they were trained. Older code refuses format 2 by
+# number instead of failing on an unknown config key.
+ARTIFACT_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 _PREDICT_BATCH = 512
 
 
@@ -70,6 +74,8 @@ class ModelConfig:
     char_sizes: tuple[int, ...] = CHAR_NGRAM_SIZES
     max_tokens: int = MAX_TOKENS
     use_task_type_feature: bool = True
+    # Must default to the format-1 behaviour (see ARTIFACT_FORMAT); training sets its own value.
+    length_weight: float = LENGTH_WEIGHT
 
     def __post_init__(self) -> None:
         # Artifacts store the config as plain data, where tuples come back as lists.
@@ -148,7 +154,12 @@ def build_batch(inputs: Sequence[Sample | Input], config: ModelConfig, label_ind
             if j is not None:
                 mask[i, j] = True
     ids, offsets, weights = extract_batch(
-        texts, config.n_buckets, extras, char_sizes=config.char_sizes, max_tokens=config.max_tokens
+        texts,
+        config.n_buckets,
+        extras,
+        char_sizes=config.char_sizes,
+        max_tokens=config.max_tokens,
+        length_weight=config.length_weight,
     )
     return Batch(
         ids=torch.from_numpy(ids),
@@ -265,8 +276,12 @@ class TrainedModel:
     def from_bytes(cls, b: bytes) -> TrainedModel:
         # weights_only: an artifact is data, never code, even if someone swaps the file on disk.
         payload = torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
-        if payload.get("format") != ARTIFACT_FORMAT:
-            raise ValueError(f"unsupported Duke artifact format {payload.get('format')!r}")
+        if not isinstance(payload, dict) or payload.get("format") not in READABLE_FORMATS:
+            found = payload.get("format") if isinstance(payload, dict) else None
+            raise ValueError(
+                f"unsupported Duke artifact format {found!r} (this code reads {READABLE_FORMATS}); "
+                "retrain the model or load it with the code that wrote it"
+            )
         config = ModelConfig(**payload["config"])
         state = dict(payload["state_dict"])
         values = state.pop("bag.values").float()

@@ -51,6 +51,9 @@ class TrainConfig:
     ngram_dim: int = 16
     char_sizes: tuple[int, ...] = CHAR_NGRAM_SIZES
     max_tokens: int = 400
+    # Weight of the log2 length-bucket token in the n-gram bag (0 leaves it out): chosen on
+    # cross-validation inside the training splits, see docs/BENCHMARKS.md.
+    length_weight: float = 0.5
     # Cross-fitting folds below this many samples (cheap there, and a single slice is too noisy).
     cv_below: int = 1000
     folds: int = 5
@@ -595,6 +598,7 @@ def train(
         n_labels=len(labels),
         char_sizes=cfg.char_sizes,
         max_tokens=cfg.max_tokens,
+        length_weight=cfg.length_weight,
     )
     data = _prepare(samples, model_config, label_index)
     n = len(samples)

@@ -18,7 +18,14 @@ from duke.encoder import (
     encode_texts,
     encoder_available,
 )
-from duke.features import extract_batch, extract_ids, normalize_text, stable_hash, tokenize
+from duke.features import (
+    extract_batch,
+    extract_ids,
+    length_token,
+    normalize_text,
+    stable_hash,
+    tokenize,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["Crude oil prices rose 3 pct", "Straße café NAÏVE résumé!", "", "le film est nul?"]
@@ -83,6 +90,32 @@ def test_it_lays_out_a_batch_for_embedding_bag() -> None:
     unique, counts = np.unique(extract_ids("b a a", 1 << 16), return_counts=True)
     assert ids[first].tolist() == unique.tolist()
     assert weights[first].tolist() == pytest.approx((counts / counts.sum()).tolist())
+
+
+def test_it_adds_a_length_token_with_a_fixed_weight_on_top_of_the_mean() -> None:
+    long_text = " ".join(f"word{i}" for i in range(300))
+    texts = ["short one", long_text, ""]
+    plain_ids, plain_offsets, _ = extract_batch(texts, 1 << 20, [("task:x",)] * 3)
+    ids, offsets, weights = extract_batch(texts, 1 << 20, [("task:x",)] * 3, length_weight=0.5)
+    plain_bounds = [*plain_offsets.tolist(), len(plain_ids)]
+    bounds = [*offsets.tolist(), len(ids)]
+    for i in range(len(texts)):
+        text_ids = ids[bounds[i] : bounds[i + 1]].tolist()
+        assert text_ids == sorted(set(text_ids))
+        # One more id than without it, carrying exactly the fixed weight: the bag (n-grams and the task
+        # token, even alone on the empty text) still averages to 1.
+        assert len(text_ids) == plain_bounds[i + 1] - plain_bounds[i] + 1
+        assert float(weights[bounds[i] : bounds[i + 1]].sum()) == pytest.approx(1.5)
+    assert length_token(2) != length_token(300)
+    # The length counts every token, also those past max_tokens that the n-grams ignore.
+    assert length_token(len(long_text.split())) == length_token(300)
+    # Off (the default) it changes nothing: artifacts of format 1 were trained without it.
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            extract_batch(texts, 1 << 20), extract_batch(texts, 1 << 20, length_weight=0.0), strict=True
+        )
+    )
 
 
 def test_it_round_trips_embeddings_through_bytes() -> None:

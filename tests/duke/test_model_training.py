@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 
 import numpy as np
 import pytest
+import torch
 
 from duke.encoder import EMBEDDING_DIM
 from duke.model import Input, Prediction, Sample, TrainedModel
@@ -156,3 +158,33 @@ def test_it_refuses_to_train_on_nothing() -> None:
 def test_it_trains_on_a_handful_of_samples() -> None:
     model = train(make_samples(6, seed=13), seed=0, max_epochs=3)
     assert {p.label for p in model.predict(make_samples(6, seed=13))} <= set(CUES)
+
+
+def test_it_still_loads_an_artifact_of_format_1(trained: TrainedModel) -> None:
+    # Format 1 predates the length token: its config has no `length_weight` and it was trained without.
+    legacy = TrainedModel(
+        trained.net.__class__(dataclasses.replace(trained.config, length_weight=0.0)),
+        trained.labels,
+        trained.temperature,
+        trained.metadata,
+        trained.temperature_ngram_only,
+    )
+    legacy.net.load_state_dict(trained.net.state_dict())
+    payload = torch.load(io.BytesIO(legacy.to_bytes()), weights_only=True)
+    payload["format"] = 1
+    del payload["config"]["length_weight"]
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    loaded = TrainedModel.from_bytes(buf.getvalue())
+    assert loaded.config.length_weight == 0.0
+    test = make_samples(40, seed=14, embedding="some")
+    assert loaded.predict(test) == legacy.predict(test)
+
+
+def test_it_refuses_an_artifact_of_an_unknown_format_by_name(trained: TrainedModel) -> None:
+    payload = torch.load(io.BytesIO(trained.to_bytes()), weights_only=True)
+    payload["format"] = 99
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    with pytest.raises(ValueError, match="unsupported Duke artifact format 99"):
+        TrainedModel.from_bytes(buf.getvalue())
