@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from decimal import Decimal
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
+from duke.models import ModelVersion
 from tasks.models import LedgerEntry, Task
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -114,3 +118,22 @@ def test_it_refuses_a_dataset_without_enough_labels(tmp_path):
 def test_it_says_when_no_server_answers(dataset):
     with pytest.raises(CommandError, match="No AICP server answers"):
         call_command("demo", "--dataset", str(dataset), "--base-url", "http://127.0.0.1:9", stdout=StringIO())
+
+
+def test_it_waits_for_the_training_its_last_samples_started_before_summarising(system, dataset):
+    training = ModelVersion.objects.create(number=7, status=ModelVersion.Status.TRAINING, epochs=10)
+    finished_at: list[float] = []
+
+    def finish_later() -> None:
+        time.sleep(3.0)
+        ModelVersion.objects.filter(pk=training.pk).update(status=ModelVersion.Status.CANDIDATE)
+        finished_at.append(time.monotonic())
+        connection.close()
+
+    threading.Thread(target=finish_later, daemon=True).start()
+    output = run_demo(system.url, dataset, "--tasks", "3")
+    returned_at = time.monotonic()
+
+    assert "Waiting for Duke v7 to finish training" in output
+    assert finished_at and returned_at >= finished_at[0]
+    assert "v7 is training" not in output

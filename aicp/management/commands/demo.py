@@ -318,7 +318,20 @@ class Command(BaseCommand):
                 break
             time.sleep(POLL_EVERY_S)
         self._end_progress_line()
+        self._wait_for_training(api, deadline)
         self._summary(api, run, before, time.monotonic() - started, options["complexity"])
+
+    def _wait_for_training(self, api: Api, deadline: float) -> None:
+        """The last samples usually start a training: the summary should show what it became."""
+        announced = None
+        while time.monotonic() < deadline:
+            training = self._model_status(api).get("training_in_progress")
+            if not training:
+                return
+            if training.get("version") != announced:
+                announced = training.get("version")
+                self.stdout.write(f"Waiting for Duke v{announced} to finish training…")
+            time.sleep(POLL_EVERY_S)
 
     def _submit(
         self, api: Api, run: Run, sample: Sample, labels: list[str], task_type: str, complexity: int
