@@ -179,10 +179,14 @@ if DATABASE_URL:
 else:
     # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN so two
     # writers queue on the busy timeout instead of failing with "database is locked" mid-transaction.
+    # aicp.sqlite is Django's backend with one process's writers taking turns on a mutex first (see there).
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            "ENGINE": "aicp.sqlite",
             "NAME": env_str("AICP_SQLITE_PATH", str(DATA_DIR / "aicp.sqlite3")),
+            # Kept open between requests: opening one costs more than many a request's own queries.
+            "CONN_MAX_AGE": env_int("AICP_DB_CONN_MAX_AGE", 60, minimum=0),
+            "CONN_HEALTH_CHECKS": True,
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": env_int("AICP_SQLITE_BUSY_TIMEOUT_S", 30, minimum=1),

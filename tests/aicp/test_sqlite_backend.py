@@ -1,0 +1,80 @@
+"""aicp.sqlite: one process's write transactions take turns on a mutex, freed however they end."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import OperationalError, connection, connections, transaction
+
+from aicp.sqlite.base import _mutex
+from tasks.models import DrainSlot
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _sqlite_only() -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("the mutex belongs to the SQLite backend")
+
+
+def _turn() -> threading.Lock:
+    return _mutex(str(connection.settings_dict["NAME"]))
+
+
+def _is_free(turn: threading.Lock) -> bool:
+    if not turn.acquire(blocking=False):
+        return False
+    turn.release()
+    return True
+
+
+def test_it_frees_the_turn_after_a_commit_and_after_a_rollback():
+    turn = _turn()
+    with transaction.atomic():
+        assert not _is_free(turn)
+        DrainSlot.objects.create(number=1)
+    assert _is_free(turn)
+    with pytest.raises(ZeroDivisionError), transaction.atomic():
+        DrainSlot.objects.create(number=2)
+        1 / 0  # noqa: B018
+    assert _is_free(turn)
+    assert list(DrainSlot.objects.values_list("number", flat=True)) == [1]
+
+
+def test_it_refuses_a_transaction_after_the_busy_timeout_like_sqlite_would(monkeypatch):
+    monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 0.2)
+    turn = _turn()
+    turn.acquire()
+    try:
+        with pytest.raises(OperationalError, match="database is locked"), transaction.atomic():
+            pass
+    finally:
+        turn.release()
+    with transaction.atomic():  # and the connection is usable afterwards
+        DrainSlot.objects.create(number=3)
+    assert _is_free(turn)
+
+
+def test_it_commits_every_transaction_of_many_concurrent_writers():
+    errors: list[BaseException] = []
+
+    def writer(index: int) -> None:
+        try:
+            for round_ in range(10):
+                with transaction.atomic():
+                    DrainSlot.objects.create(number=100 + index * 10 + round_)
+        except BaseException as error:  # noqa: BLE001 — reported by the assertion below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert DrainSlot.objects.filter(number__gte=100).count() == 80
+    assert _is_free(_turn())
