@@ -116,6 +116,10 @@ def _embed(text: str) -> np.ndarray | bool:
 def route(*, text: str, labels: Sequence[str], task_type: str) -> RouteDecision | None:
     """Duke's answer when the production model is confident enough for this task type, else None."""
     try:
+        if not transaction.get_connection().in_atomic_block:
+            # Only reads: in autocommit, not in a transaction of its own, which on SQLite would hold the
+            # database's write lock (every writer waits) while the text is encoded.
+            return _route(text=text, labels=labels, task_type=task_type)
         # A savepoint: a database error in here must not break the caller's (the submission's) transaction.
         with transaction.atomic():
             return _route(text=text, labels=labels, task_type=task_type)

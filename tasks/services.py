@@ -251,19 +251,28 @@ def _create_held_task(*, buyer: User, request: TaskRequest, agent: Agent, **fiel
     return task
 
 
-@transaction.atomic
 def task_submit(*, buyer: User, request: TaskRequest) -> Task:
-    """Quotes, holds the quote in escrow and enqueues execution when the transaction commits."""
+    """Quotes, holds the quote in escrow and enqueues execution when the transaction commits.
+
+    The reads come first, outside the writing transaction (unless the caller has one): routing, which may
+    encode the text (tens of ms), and the agent lookup. On SQLite a transaction holds the database's one
+    write lock from BEGIN on, and every other writer (submissions, the drainers) waits for it meanwhile.
+    """
     if request.agent == "auto" and request.labels:
         duke = agent_duke()
+        # Without an active Duke agent nobody could serve its answer: don't compute one.
         decision = (
             route(text=request.description, labels=request.labels, task_type=request.task_type)
             if duke is not None
-            else None  # without an active Duke agent nobody could serve its answer: don't compute one
+            else None
         )
-        if decision is not None and duke is not None:
+        if duke is not None and decision is not None:
             return _submit_served_by_duke(buyer=buyer, request=request, duke=duke, decision=decision)
-    agent = _resolve_agent(request.agent)
+    return _submit_to_agent(buyer=buyer, request=request, agent=_resolve_agent(request.agent))
+
+
+@transaction.atomic
+def _submit_to_agent(*, buyer: User, request: TaskRequest, agent: Agent) -> Task:
     task = _create_held_task(buyer=buyer, request=request, agent=agent)
     from tasks import jobs
 
@@ -272,6 +281,7 @@ def task_submit(*, buyer: User, request: TaskRequest) -> Task:
     return task
 
 
+@transaction.atomic
 def _submit_served_by_duke(
     *, buyer: User, request: TaskRequest, duke: Agent, decision: RouteDecision
 ) -> Task:
