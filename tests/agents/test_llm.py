@@ -336,7 +336,8 @@ def test_it_runs_many_async_calls_concurrently(make_llm_simulator):
     started = time.monotonic()
     results = asyncio.run(run_all())
 
-    assert time.monotonic() - started < 1.5  # 20 × 300 ms sequentially would be 6 s
+    # 20 × 300 ms sequentially would be 6 s; half of that leaves room for a busy 2-core box.
+    assert time.monotonic() - started < 3.0
     assert all(r.text in LABELS and r.attempts == 1 for r in results)
     assert simulator.request_count == 20
 

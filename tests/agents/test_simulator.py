@@ -315,7 +315,7 @@ def _fire_concurrently(sim: LLMSimulator, n: int) -> float:
 def test_it_serves_concurrent_requests_in_parallel(make_llm_simulator):
     sim = make_llm_simulator(latency_ms=300)
 
-    assert _fire_concurrently(sim, 100) < 1.5  # sequentially: 30 s
+    assert _fire_concurrently(sim, 100) < 5.0  # sequentially: 30 s; the margin is for a busy 2-core box
 
 
 def test_it_serves_two_hundred_slow_requests_at_once(make_llm_simulator):
