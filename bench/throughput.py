@@ -1,18 +1,20 @@
 """Throughput: tasks through a real django-q2 cluster against the LLM simulator at a fixed latency.
 
-Starts, on a fresh SQLite file in a temporary directory and in production mode (DJANGO_DEBUG=0): the
-simulator (``--latency-ms``, no zero-shot encoder) and ``manage.py qcluster``. Then two phases:
+Starts the whole stack as ``manage.py run_system`` does, on a fresh SQLite file in a temporary directory
+and in production mode (DJANGO_DEBUG=0): the simulator (``--latency-ms``, no zero-shot encoder),
+``manage.py qcluster`` and gunicorn (2 workers × 8 threads). Then two phases:
 
 1. execution: a backlog of ``--tasks`` tasks is submitted while every drainer slot is held, then released
    at once. The cluster's completion rate is compared with its limit, the in-flight bound ÷ latency
    (min(AICP_DRAINERS, AICP_Q_WORKERS) × AICP_LLM_CONCURRENCY ÷ latency).
-2. end to end: ``--live-tasks`` tasks are submitted one transaction each through ``task_submit`` (what
-   ``POST /tasks`` does) by this process, on the same two cores as the cluster, while they execute:
-   submission → completion latency, and the rate the whole pipeline sustains.
+2. end to end: ``--live-tasks`` tasks are POSTed to ``/tasks`` by ``--live-clients`` concurrent keep-alive
+   clients (each its own buyer and JWT), on the same two cores as the stack, while they execute:
+   submission (the task row's creation) → completion latency, and the rate the whole pipeline sustains.
 
 Both phases check that no task is lost (every one final) or duplicated (exactly one settlement in the
-ledger each, and one claim each when no call fails). Memory: the peak of the summed RSS of the cluster's
-and the simulator's process trees (and the PSS sum, which counts pages shared by forked workers once).
+ledger each, and one claim each when no call fails). Memory: the peak of the summed RSS of the web
+server's, the cluster's and the simulator's process trees (and the PSS sum, which counts pages shared by
+forked workers once).
 
     .venv/bin/python bench/throughput.py --tasks 3000 --live-tasks 1000 --latency-ms 500
 """
@@ -20,6 +22,7 @@ and the simulator's process trees (and the PSS sum, which counts pages shared by
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import tempfile
@@ -60,6 +63,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=3000, help="backlog for the execution phase")
     parser.add_argument("--live-tasks", type=int, default=1000, help="end-to-end phase; 0 skips it")
+    parser.add_argument("--live-clients", type=int, default=8, help="concurrent POST /tasks clients")
     parser.add_argument("--latency-ms", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2, help="AICP_Q_WORKERS")
     parser.add_argument(
@@ -102,16 +106,21 @@ def main() -> int:
         buyer = buyer_register(username="bench-buyer", password="bench-pass-1234567")
         buyer_credit(user_id=buyer.pk, amount=Decimal("1000000"), memo="bench")
 
+        live_tokens = _live_buyers(args.live_clients)
         sampler = RssSampler()
         simulator_cmd = [PYTHON, "-m", "agents.simulator", "--port", str(sim_port), "--no-zero-shot"]
         simulator_cmd += ["--latency-ms", str(args.latency_ms), "--fault-rate", str(args.fault_rate)]
         simulator = start(simulator_cmd, env, data / "simulator.log")
+        web_port = free_port()
+        web = start(_gunicorn(web_port), env, data / "gunicorn.log")
         executions: list[tuple[int, dict]] = []
         live = None
         torch_loaded = False
         try:
             wait_for_http(f"http://127.0.0.1:{sim_port}/health")
+            wait_for_http(f"http://127.0.0.1:{web_port}/health", accept=(200, 503))
             sampler.watch("simulator", simulator.pid)
+            sampler.watch("web", web.pid)
             sampler.start()
             for index, concurrency in enumerate(concurrencies):
                 log = data / f"qcluster-{concurrency}.log"
@@ -121,14 +130,15 @@ def main() -> int:
                 try:
                     wait_for_log(log, r"Q Cluster .* running", timeout_s=120)
                     executions.append((concurrency, run_backlog(args, buyer, cluster.pid, drainers)))
-                    torch_loaded = torch_loaded or _maps_torch(cluster.pid)
+                    torch_loaded = torch_loaded or _maps_torch(cluster.pid) or _maps_torch(web.pid)
                     if index == len(concurrencies) - 1 and args.live_tasks:
-                        live = run_live(args, buyer)
+                        live = run_live(args, web_port, live_tokens)
                     sampler.sample()
                 finally:
                     stop(cluster)
         finally:
             sampler.stop()
+            stop(web)
             stop(simulator)
         log_tail = "".join(p.read_text(errors="replace") for p in sorted(data.glob("qcluster-*.log")))[-3000:]
 
@@ -180,20 +190,25 @@ def main() -> int:
                 f"**end to end: {args.live_tasks} tasks submitted while executing "
                 f"(concurrency {executions[-1][0]})**"
             ),
-            row("submission rate (one process, one transaction per task)", f"{live['submit_per_s']:.1f}/s"),
+            row(
+                f"submission rate (`POST /tasks`, {args.live_clients} clients)",
+                f"{live['submit_per_s']:.1f}/s ({live['http_errors']} errors)",
+            ),
             row("completed tasks/s (first submission → last completion)", f"{live['tasks_per_s']:.1f}"),
             row("submission → completion p50 / p99", f"{live['p50_ms']:.0f} / {live['p99_ms']:.0f} ms"),
             row("lost / duplicated", f"{live['lost']} / {live['duplicated']}"),
         ]
-    cluster_rss, simulator_rss = mib(sampler.peaks.get("cluster", 0)), mib(sampler.peaks.get("simulator", 0))
+    peaks = {name: mib(sampler.peaks.get(name, 0)) for name in ("web", "cluster", "simulator")}
     table += [
-        row("**peak memory, whole stack (cluster + simulator)**"),
+        row("**peak memory, whole stack (web + cluster + simulator)**"),
         row(
-            "summed RSS", f"**{mib(sampler.total_peak)}** (cluster {cluster_rss}, simulator {simulator_rss})"
+            "summed RSS",
+            f"**{mib(sampler.total_peak)}** (web {peaks['web']}, cluster {peaks['cluster']}, "
+            f"simulator {peaks['simulator']}; each tree's own peak)",
         ),
         row("summed PSS (shared pages counted once)", mib(sampler.total_pss_peak)),
         row(
-            "torch mapped in the cluster's main process (so in every forked one)",
+            "torch mapped in the web's or the cluster's main process (so in every forked one)",
             "yes" if torch_loaded else "no",
         ),
     ]
@@ -202,7 +217,8 @@ def main() -> int:
         "",
         f"Machine: {machine()}; load average before the run {load_before}, after {load_average()} "
         "(the machine is shared: other work competes for the same cores). SQLite (WAL) on a fresh file, "
-        f"DJANGO_DEBUG=0, ORM broker; {args.workers} queue workers, {drainers} drainer(s) × "
+        "DJANGO_DEBUG=0, ORM broker; gunicorn as `run_system` starts it (2 workers × 8 threads); "
+        f"{args.workers} queue workers, {drainers} drainer(s) × "
         f"AICP_LLM_CONCURRENCY each; simulator at {args.latency_ms} ms, fault rate {args.fault_rate}; "
         "Duke training and encoding off (not what this measures).",
         "",
@@ -220,7 +236,28 @@ def main() -> int:
     if not args.no_write:
         write_section("Throughput", body)
     # A missed performance target is a finding, reported above; a lost or duplicated task is a failure.
-    return 1 if lost or duplicated else 0
+    return 1 if lost or duplicated or (live and live["http_errors"]) else 0
+
+
+def _gunicorn(port: int) -> list[str]:
+    """The web server as ``manage.py run_system`` starts it."""
+    command = [PYTHON, "-m", "gunicorn", "aicp.wsgi:application", "--bind", f"127.0.0.1:{port}"]
+    command += ["--workers", "2", "--threads", "8", "--timeout", "60", "--graceful-timeout", "10"]
+    return [*command, "--no-control-socket"]
+
+
+def _live_buyers(count: int) -> list[str]:
+    """One buyer (and access token) per client: the per-buyer submit throttle stays out of the way."""
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    from tasks.services import buyer_credit, buyer_register
+
+    tokens = []
+    for index in range(count):
+        buyer = buyer_register(username=f"bench-live-{index}", password="bench-pass-1234567")
+        buyer_credit(user_id=buyer.pk, amount=Decimal("100000"), memo="bench")
+        tokens.append(str(RefreshToken.for_user(buyer).access_token))
+    return tokens
 
 
 def _maps_torch(pid: int) -> bool:
@@ -271,15 +308,41 @@ def run_backlog(args: argparse.Namespace, buyer: object, cluster_pid: int, drain
     return result
 
 
-def run_live(args: argparse.Namespace, buyer: object) -> dict:
-    from tasks.services import task_submit
+def run_live(args: argparse.Namespace, port: int, tokens: list[str]) -> dict:
+    from bench.api_load import _Connection, _request
 
-    requests = _requests(args, args.live_tasks, args.tasks)
+    bodies = [
+        {"description": request.description, "complexity": request.complexity}
+        | ({"labels": list(request.labels)} if request.labels else {})
+        for request in _requests(args, args.live_tasks, args.tasks)
+    ]
+    errors: list[str] = []
+
+    async def client(index: int) -> None:
+        connection = _Connection(port)
+        for body in bodies[index :: len(tokens)]:
+            try:
+                status = await connection.exchange(_request("/tasks", body, tokens[index]))
+            except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            if status != 201:
+                errors.append(f"HTTP {status}")
+        connection.close()
+
+    async def submit_all() -> None:
+        await asyncio.gather(*(client(index) for index in range(len(tokens))))
+
+    from tasks.models import Task
+
     started = time.monotonic()
-    ids = [task_submit(buyer=buyer, request=r).id for r in requests]
+    asyncio.run(submit_all())
     submit_s = time.monotonic() - started
+    ids = list(Task.objects.filter(buyer__username__startswith="bench-live-").values_list("pk", flat=True))
     result = _wait_and_measure(args, ids, since="created_at")
     result["submit_per_s"] = len(ids) / submit_s
+    result["http_errors"] = len(errors)
+    result["lost"] += len(bodies) - len(ids) - len(errors)
     return result
 
 
