@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 
 import pytest
 from django.db import OperationalError, connection, connections, transaction
@@ -78,3 +80,50 @@ def test_it_commits_every_transaction_of_many_concurrent_writers():
     assert errors == []
     assert DrainSlot.objects.filter(number__gte=100).count() == 80
     assert _is_free(_turn())
+
+
+def _hold_write_lock_elsewhere(seconds: float) -> threading.Thread:
+    """Another process's writer, as SQLite sees it: its own connection holding the write lock."""
+    path = str(connection.settings_dict["NAME"])
+    started = threading.Event()
+
+    def hold() -> None:
+        other = sqlite3.connect(path, timeout=5, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        started.set()
+        time.sleep(seconds)
+        other.execute("COMMIT")
+        other.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    started.wait(5)
+    return thread
+
+
+def test_it_waits_for_another_writer_then_begins():
+    holder = _hold_write_lock_elsewhere(0.3)
+    started = time.monotonic()
+    with transaction.atomic():
+        DrainSlot.objects.create(number=4)
+    waited = time.monotonic() - started
+    holder.join()
+    assert waited >= 0.25
+    assert DrainSlot.objects.filter(number=4).exists()
+    # SQLite's own busy timeout is back for statements outside transactions.
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA busy_timeout")
+        assert cursor.fetchone()[0] == round(float(connection.settings_dict["OPTIONS"]["timeout"]) * 1000)
+
+
+def test_it_gives_up_on_another_writer_after_the_busy_timeout(monkeypatch):
+    monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 0.2)
+    holder = _hold_write_lock_elsewhere(1.0)
+    try:
+        with pytest.raises(OperationalError, match="database is locked"), transaction.atomic():
+            pass
+    finally:
+        holder.join()
+    assert _is_free(_turn())
+    with transaction.atomic():
+        DrainSlot.objects.create(number=5)
