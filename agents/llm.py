@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     import openai
 
 
+def warm_up() -> None:
+    """Imports the openai package ahead of the first call (a process about to make many)."""
+    _openai()
+
+
 def _openai() -> ModuleType:
     """The openai package, imported on first use: it costs ~36 MB and 0.3 s per process, and most processes
     that import this module (web workers estimating tokens, the queue's supervisor processes) never call

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -76,6 +77,7 @@ def main() -> int:
     parser.add_argument("--labeling", action="store_true", help="labeling tasks instead of free-form")
     parser.add_argument("--timeout-s", type=float, default=600.0)
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")
+    parser.add_argument("--keep-logs", type=Path, default=None, help="copy the stack's logs to this folder")
     args = parser.parse_args()
     drainers = args.drainers or args.workers
     concurrencies = [int(value) for value in args.concurrency.split(",")]
@@ -129,7 +131,9 @@ def main() -> int:
                 sampler.watch("cluster", cluster.pid)
                 try:
                     wait_for_log(log, r"Q Cluster .* running", timeout_s=120)
-                    executions.append((concurrency, run_backlog(args, buyer, cluster.pid, drainers)))
+                    executions.append(
+                        (concurrency, run_backlog(args, buyer, cluster.pid, simulator.pid, drainers))
+                    )
                     torch_loaded = torch_loaded or _maps_torch(cluster.pid) or _maps_torch(web.pid)
                     if index == len(concurrencies) - 1 and args.live_tasks:
                         live = run_live(args, web_port, live_tokens)
@@ -141,6 +145,10 @@ def main() -> int:
             stop(web)
             stop(simulator)
         log_tail = "".join(p.read_text(errors="replace") for p in sorted(data.glob("qcluster-*.log")))[-3000:]
+        if args.keep_logs:
+            args.keep_logs.mkdir(parents=True, exist_ok=True)
+            for log in data.glob("*.log"):
+                shutil.copy(log, args.keep_logs / log.name)
 
     kind = "labeling" if args.labeling else "free-form"
     table = [
@@ -170,6 +178,9 @@ def main() -> int:
             "cluster CPU per task (all its processes)": f"{execution['cpu_ms']:.1f} ms",
             "CPU ceiling if the cluster had every core (cores ÷ CPU per task)": (
                 f"{(os.cpu_count() or 1) * 1000 / max(execution['cpu_ms'], 1e-9):.0f} tasks/s"
+            ),
+            "simulator CPU per task (the LLM stand-in shares the cores)": (
+                f"{execution['simulator_cpu_ms']:.1f} ms"
             ),
             "completed / failed": f"{execution['completed']} / {execution['failed']}",
             "lost / duplicated": f"{execution['lost']} / {execution['duplicated']}",
@@ -228,6 +239,16 @@ def main() -> int:
         f"or duplicated, summed RSS < 1 GiB): **{'met' if ok else 'NOT met'}** "
         f"(throughput and ratio met at concurrency: "
         f"{', '.join(str(c) for (c, _), v in zip(executions, verdicts, strict=True) if v) or 'none'}).",
+        "",
+        *[
+            f"- Concurrency {c}: running at the limit ({limit:.0f} tasks/s) would take {need:.2f} of the "
+            f"{os.cpu_count()} cores for the cluster and the simulator alone "
+            f"({e['cpu_ms'] + e['simulator_cpu_ms']:.1f} ms of CPU per task); measured "
+            f"{e['tasks_per_s']:.1f} tasks/s used {e['tasks_per_s'] * need / limit:.2f}."
+            for c, e in executions
+            for limit in [min(drainers, args.workers) * c / (args.latency_ms / 1000)]
+            for need in [limit * (e["cpu_ms"] + e["simulator_cpu_ms"]) / 1000]
+        ],
     ]
     body = "\n".join(lines)
     print(body)
@@ -281,7 +302,9 @@ def _requests(args: argparse.Namespace, count: int, offset: int) -> list:
     ]
 
 
-def run_backlog(args: argparse.Namespace, buyer: object, cluster_pid: int, drainers: int) -> dict:
+def run_backlog(
+    args: argparse.Namespace, buyer: object, cluster_pid: int, simulator_pid: int, drainers: int
+) -> dict:
     from django.db import transaction
 
     from tasks import jobs
@@ -300,11 +323,12 @@ def run_backlog(args: argparse.Namespace, buyer: object, cluster_pid: int, drain
     DrainSlot.objects.filter(number__in=[lease.number for lease in held]).update(
         state=DrainSlot.State.IDLE, token=None, lease_until=None
     )
-    cpu_before = tree_cpu_s([cluster_pid])
+    cpu_before, simulator_before = tree_cpu_s([cluster_pid]), tree_cpu_s([simulator_pid])
     for _ in range(drainers):
         jobs.request_drain()
     result = _wait_and_measure(args, ids, since="started_at")
     result["cpu_ms"] = (tree_cpu_s([cluster_pid]) - cpu_before) * 1000 / max(1, len(ids))
+    result["simulator_cpu_ms"] = (tree_cpu_s([simulator_pid]) - simulator_before) * 1000 / max(1, len(ids))
     return result
 
 

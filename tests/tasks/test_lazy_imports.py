@@ -26,3 +26,22 @@ def test_it_loads_the_web_and_the_queue_without_torch_or_openai(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+WORKER_PROBE = """
+import sys
+import django
+django.setup()
+from django_q.signals import post_spawn
+post_spawn.send(sender="django_q", proc_name="probe")
+print("openai" in sys.modules, "torch" in sys.modules)
+"""
+
+
+def test_it_loads_the_llm_client_when_a_queue_worker_starts(tmp_path):
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "AICP_TEST_ROOT": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER_PROBE], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False"]  # its first drainer's calls don't wait for the import
