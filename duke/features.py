@@ -191,9 +191,15 @@ def extract_batch(
     if length_weight:
         hashes = np.asarray([_extra_hash(length_token(int(k))) for k in n_tokens], dtype=np.uint64)
         len_keys = text_ids * n_buckets + (hashes % np.uint64(n_buckets)).astype(np.int64)
-        # Merged like any other id, so a bucket shared with an n-gram still appears once per text.
-        uniq, inverse = np.unique(np.concatenate([uniq, len_keys]), return_inverse=True)
-        weights = np.bincount(inverse, weights=np.concatenate([weights, np.full(n, float(length_weight))]))
+        # Inserted at their sorted places rather than re-sorting everything (a second np.unique cost
+        # ~0.3 s on 5k long texts); a bucket shared with an n-gram still appears once per text.
+        pos = np.searchsorted(uniq, len_keys)
+        hit = np.zeros(n, dtype=bool)
+        if len(uniq):
+            hit = uniq[np.minimum(pos, len(uniq) - 1)] == len_keys
+        np.add.at(weights, pos[hit], float(length_weight))
+        uniq = np.insert(uniq, pos[~hit], len_keys[~hit])
+        weights = np.insert(weights, pos[~hit], float(length_weight))
     owner = uniq // n_buckets
     offsets = np.searchsorted(owner, text_ids, side="left").astype(np.int64)
     return uniq % n_buckets, offsets, weights.astype(np.float32)
