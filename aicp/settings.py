@@ -302,7 +302,7 @@ if env_str("AICP_REDIS_URL"):
 else:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "BACKEND": "aicp.cache.FileCache",  # FileBasedCache, culled once a second (see there)
             "LOCATION": str(DATA_DIR / "cache"),
         }
     }
