@@ -30,6 +30,11 @@ def warm_up() -> None:
     _openai()
 
 
+async def warm_up_async(endpoint: LLMEndpoint) -> None:
+    """Creates this event loop's client for the endpoint, and what its first request would load."""
+    _async_client(endpoint).chat.completions  # noqa: B018 — resolving it imports the resource modules
+
+
 def _openai() -> ModuleType:
     """The openai package, imported on first use: it costs ~36 MB and 0.3 s per process, and most processes
     that import this module (web workers estimating tokens, the queue's supervisor processes) never call

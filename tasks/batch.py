@@ -108,6 +108,21 @@ def _io_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def warm_up() -> None:
+    """A queue worker has just started: its I/O loop and LLM client are ready before its first drainer.
+
+    Otherwise the first drainer's first calls wait for the openai import, the client and its loop.
+    """
+    llm.warm_up()
+    # Clients are per base URL, key and timeout, not per model: this is the one every agent without a
+    # base URL of its own shares.
+    endpoint = llm.endpoint_from_settings("any model")
+    try:
+        asyncio.run_coroutine_threadsafe(llm.warm_up_async(endpoint), _io_loop()).result(timeout=30)
+    except llm.LLMError:
+        pass  # no API key configured: the first call reports that, with its task
+
+
 # --- bookkeeping ---------------------------------------------------------------------------------------
 
 
