@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET
 from django.views.defaults import page_not_found
 
 
-def _check_database() -> dict:
+def check_database() -> dict:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -20,7 +20,7 @@ def _check_database() -> dict:
         return {"ok": False, "engine": connection.vendor, "error": str(exc)}
 
 
-def _check_queue() -> dict:
+def check_queue() -> dict:
     from django_q.brokers import get_broker
     from django_q.models import Success
     from django_q.status import Stat
@@ -52,8 +52,8 @@ def llm_backend_status() -> dict:
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
     started = time.perf_counter()
-    database = _check_database()
-    queue = _check_queue()
+    database = check_database()
+    queue = check_queue()
     body = {
         "status": "ok" if database["ok"] and queue["ok"] else "degraded",
         "database": database,

@@ -7,7 +7,7 @@ from typing import Any
 
 from agents.pricing import reputation_multiplier
 from agents.selectors import agent_list
-from aicp.views import _check_database, _check_queue, llm_backend_status
+from aicp.views import check_database, check_queue, llm_backend_status
 from duke.models import ModelVersion
 from duke.router import labeling_tasks_by_type, routing_status
 from duke.selectors import (
@@ -24,8 +24,8 @@ RECENT_TASKS = 20
 def system_section() -> dict[str, Any]:
     from django_q.models import Failure, Schedule
 
-    database = _check_database()
-    queue = _check_queue()
+    database = check_database()
+    queue = check_queue()
     if database["ok"]:
         # Failed and scheduled jobs live in the database whatever the broker; the admin lists them.
         queue["failed_jobs"] = Failure.objects.count()
