@@ -3,8 +3,8 @@
 SQLite has one writer at a time; our transactions are IMMEDIATE, so each takes the write lock at BEGIN.
 A writer that finds it taken sleeps in SQLite's busy handler, in steps growing to 100 ms, and retries.
 With a web worker's 8 threads all submitting tasks, most of them were asleep in that handler at any
-time, often while the lock was free again: POST /tasks under 50 clients spent 64% of its time in BEGIN,
-and a drainer could wait seconds for the other drainer's short settlements. Two changes, for BEGIN only:
+time, often while the lock was free again: POST /tasks under 50 clients spent 64% of its time in BEGIN.
+Two changes, for BEGIN only:
 
 - threads of one process take turns on a mutex, handed over the moment a transaction ends, so at most
   one of them at a time waits for the other processes' writers;
