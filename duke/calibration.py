@@ -119,12 +119,20 @@ def wilson_lower_bound(successes: int, n: int, z: float = 1.96) -> float:
     return max(0.0, (centre - margin) / (1 + z2 / n))
 
 
+# The routing threshold is the most favourable of every prefix of the validation samples sorted by
+# confidence, so one prefix's 95% interval overclaims: on Rotten Tomatoes a replay calibrated at 95% on
+# 2,174 validation samples agreed 93.4% on the test split. The 99% bound (z = 2.576) held >= 95% on the
+# test split in every one of 5 random validation splits (0.962-0.979), for about 3 points of coverage.
+THRESHOLD_Z = 2.576
+
+
 def agreement_threshold(
     confidences: Sequence[float] | np.ndarray,
     correct: Sequence[bool] | np.ndarray,
     *,
     target: float,
     min_covered: int = 20,
+    z: float = THRESHOLD_Z,
 ) -> tuple[float, float] | None:
     """Lowest threshold t whose covered set (confidence >= t) has a Wilson lower bound >= target.
 
@@ -149,7 +157,7 @@ def agreement_threshold(
         while j + 1 < n and conf[j + 1] == conf[i]:
             j += 1
         covered = j + 1
-        if covered >= min_covered and wilson_lower_bound(int(cum_ok[j]), covered) >= target:
+        if covered >= min_covered and wilson_lower_bound(int(cum_ok[j]), covered, z=z) >= target:
             best = (float(conf[i]), covered / n)
         i = j + 1
     return best

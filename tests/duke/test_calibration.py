@@ -9,6 +9,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from duke.calibration import (
+    THRESHOLD_Z,
     PairedResult,
     accuracy,
     agreement_threshold,
@@ -81,10 +82,20 @@ def test_it_finds_the_lowest_threshold_that_supports_the_target() -> None:
     # 100 confident and right, 100 unsure and wrong: only the confident group reaches 95 %.
     conf = [0.9] * 100 + [0.5] * 100
     correct = [True] * 100 + [False] * 100
-    assert agreement_threshold(conf, correct, target=0.95) == (0.9, 0.5)
+    assert agreement_threshold(conf, correct, target=0.95, z=1.96) == (0.9, 0.5)
     # Wilson(100/100) = 0.963: no threshold supports 97 %, and 150 covered samples never agree enough.
-    assert agreement_threshold(conf, correct, target=0.97) is None
-    assert agreement_threshold(conf, correct, target=0.95, min_covered=150) is None
+    assert agreement_threshold(conf, correct, target=0.97, z=1.96) is None
+    assert agreement_threshold(conf, correct, target=0.95, min_covered=150, z=1.96) is None
+
+
+def test_it_calibrates_thresholds_on_the_99_percent_bound_by_default() -> None:
+    # The chosen threshold is the best of many prefixes, so one prefix's 95% bound would overclaim.
+    assert THRESHOLD_Z == pytest.approx(2.576)
+    assert wilson_lower_bound(100, 100, z=THRESHOLD_Z) == pytest.approx(0.9378, abs=1e-4)
+    assert agreement_threshold([0.9] * 100 + [0.5] * 100, [True] * 100 + [False] * 100, target=0.95) is None
+    conf = [0.9] * 130 + [0.5] * 100
+    correct = [True] * 130 + [False] * 100
+    assert agreement_threshold(conf, correct, target=0.95) == (0.9, 130 / 230)  # Wilson(130/130) = 0.951
 
 
 def test_it_prefers_a_lower_threshold_when_it_still_supports_the_target() -> None:
