@@ -68,4 +68,3 @@ def task_stats(*, since: datetime) -> dict[str, int]:
 
 def task_list_recent(*, limit: int) -> QuerySet[Task]:
     return Task.objects.select_related("agent", "executed_by", "buyer").order_by("-created_at", "-id")[:limit]
-
