@@ -51,6 +51,18 @@ logger = logging.getLogger("tasks")
 MAX_CREDIT = Decimal("1000000000")
 
 
+def _record_sample(task: Task, *, output: str) -> None:
+    """The task as one of Duke's training samples (plain values: duke never imports tasks)."""
+    sample_record(
+        task_id=task.id,
+        text=task.description,
+        task_type=task.task_type,
+        complexity=task.complexity,
+        labels=task.labels,
+        output=output,
+    )
+
+
 def _valid_credit_amount(amount: Decimal) -> Decimal:
     if not isinstance(amount, Decimal) or not amount.is_finite():
         raise DomainError(f"{amount!r} is not a decimal amount.", code="invalid_amount")
@@ -657,14 +669,7 @@ def _complete(*, completions: Sequence[Completion]) -> list[bool]:
         executor = executors[completion.executed_by_id]
         if executor.backend != Agent.Backend.DUKE:
             # Duke's own answers never become its training labels: it would learn its own mistakes.
-            sample_record(
-                task_id=task.id,
-                text=task.description,
-                task_type=task.task_type,
-                complexity=task.complexity,
-                labels=task.labels,
-                output=completion.outcome.result,
-            )
+            _record_sample(task, output=completion.outcome.result)
         logger.info(
             "Task %s COMPLETED by %s in %s ms", task.short_id, executor.name, completion.outcome.latency_ms
         )
@@ -874,14 +879,7 @@ def task_feedback(*, user: User, task_id: uuid.UUID | str, accepted: bool, corre
         duke_audit.served_verdict(task_id=task.id, accepted=accepted)
     if correction:
         # Duke's own answers are never samples (unless an audit made one), so the correction is the label.
-        sample_record(
-            task_id=task.id,
-            text=task.description,
-            task_type=task.task_type,
-            complexity=task.complexity,
-            labels=task.labels,
-            output=correction if by_duke else task.result,
-        )
+        _record_sample(task, output=correction if by_duke else task.result)
         sample_correct(task_id=task.id, correct_label=correction)
     verdict = "accepted" if accepted else f"corrected to {correction!r}" if correction else "rejected"
     logger.info("Task %s FEEDBACK %s (executed by %s)", task.short_id, verdict, executor)
