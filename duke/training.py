@@ -241,6 +241,18 @@ class _SparseAdagrad:
         self.weight = weight
         self.lr = lr
         self.acc = torch.zeros_like(weight)
+        self._row_slot = torch.empty(weight.shape[0], dtype=torch.long)
+
+    def _unique_rows(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """torch.unique(ids, return_inverse=True), by marking rows of the table instead of sorting.
+
+        Same sorted rows and inverse, 3-4x faster on a batch of long texts (tens of thousands of ids):
+        it was a sixth of a 5k-sample R8 retrain.
+        """
+        present = torch.zeros(self.weight.shape[0], dtype=torch.bool).index_fill_(0, ids, True)
+        uniq = present.nonzero().squeeze(1)
+        self._row_slot.index_copy_(0, uniq, torch.arange(len(uniq)))
+        return uniq, self._row_slot.index_select(0, ids)
 
     @torch.no_grad()
     def step(self, rows: _Rows, bag_grad: torch.Tensor) -> None:
@@ -248,7 +260,7 @@ class _SparseAdagrad:
             return
         # index_select/index_copy_ rather than tensor[idx]: several times faster on CPU.
         per_id = bag_grad.index_select(0, rows.seg).mul_(rows.weights.unsqueeze(1))
-        uniq, inverse = torch.unique(rows.ids, return_inverse=True)
+        uniq, inverse = self._unique_rows(rows.ids)
         grad = torch.zeros((len(uniq), per_id.shape[1]), dtype=per_id.dtype).index_add_(0, inverse, per_id)
         acc = self.acc.index_select(0, uniq).addcmul_(grad, grad)
         self.acc.index_copy_(0, uniq, acc)
