@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet
 
 from duke.models import ModelVersion, SampleCounter, TrainingData
 
@@ -56,6 +56,11 @@ def labeling_samples(*, split: str | None = None) -> QuerySet[TrainingData]:
     """
     samples = TrainingData.objects.filter(labels__isnull=False).order_by("pk")
     return samples.filter(split=split) if split else samples
+
+
+def labeling_samples_last_pk() -> int:
+    """The newest labeling sample's pk (0 when none): a snapshot for work that must not chase arrivals."""
+    return labeling_samples().aggregate(last=Max("pk"))["last"] or 0
 
 
 def samples_missing_embedding() -> QuerySet[TrainingData]:

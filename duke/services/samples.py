@@ -12,7 +12,7 @@ import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max
+from django.db.models import F
 
 from duke import selectors
 from duke.encoder import EncoderUnavailable, embedding_to_bytes, encode_texts, encoder_available
@@ -150,7 +150,7 @@ def samples_encode_backlog() -> int:
     """
     if not encoder_available():
         return 0
-    snapshot_pk = selectors.labeling_samples().aggregate(last=Max("pk"))["last"] or 0
+    snapshot_pk = selectors.labeling_samples_last_pk()
     if not cache.add(ENCODER_LEASE_KEY, os.getpid(), ENCODER_LEASE_S):
         return 0
     try:

@@ -329,7 +329,7 @@ def model_train(*, reason: str = "samples", only_if_pending: bool = False) -> Mo
     try:
         # A snapshot: samples keep arriving while this runs, and an encoder slower than their arrival
         # (MiniLM on a busy box) chasing every new one would never get to training.
-        snapshot_pk = selectors.labeling_samples().aggregate(last=Max("pk"))["last"] or 0
+        snapshot_pk = selectors.labeling_samples_last_pk()
         samples_encode_missing(up_to_pk=snapshot_pk)
         train_samples = _to_samples(TrainingData.Split.TRAIN, up_to_pk=snapshot_pk)
         validation = _to_samples(TrainingData.Split.VALIDATION, up_to_pk=snapshot_pk)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import descendants, wait_for
+from tests.faults.harness import alive, descendants, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -117,14 +117,6 @@ def test_it_starts_the_whole_system_and_stops_everything_on_sigint(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             raise
-    survivors = [pid for pid in started if Path(f"/proc/{pid}").exists() and _alive(pid)]
+    survivors = [pid for pid in started if alive(pid)]
     assert survivors == [], details()
     assert "Shutting down" in log_path.read_text()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")

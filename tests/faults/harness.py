@@ -66,6 +66,11 @@ def _stat(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), float(fields[19])
 
 
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, exited but not yet reaped, does not)."""
+    return _stat(pid) is not None
+
+
 def descendants(root: int) -> list[int]:
     """Live descendants of `root`, oldest first."""
     parents: dict[int, int] = {}
