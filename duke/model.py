@@ -130,16 +130,17 @@ class Batch:
     mask: torch.Tensor  # bool (N, n_labels): True where the label belongs to the input's set
 
 
-def _features_of(inp: Sample | Input) -> tuple[str, tuple[str, ...], str, np.ndarray | None]:
-    return inp.text, tuple(inp.label_set), inp.task_type, inp.embedding
+def build_dense(
+    inputs: Sequence[Sample | Input], config: ModelConfig, label_index: dict[str, int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(embeddings, has-embedding flags, label mask) of a batch: everything but the n-gram ids.
 
-
-def build_batch(inputs: Sequence[Sample | Input], config: ModelConfig, label_index: dict[str, int]) -> Batch:
-    texts, extras, embs, has, mask = [], [], [], [], np.zeros((len(inputs), config.n_labels), dtype=bool)
+    Separate from `build_ngrams` so training can start fitting the embedding view while the (much
+    slower) n-gram extraction runs.
+    """
+    embs, has, mask = [], [], np.zeros((len(inputs), config.n_labels), dtype=bool)
     for i, inp in enumerate(inputs):
-        text, label_set, task_type, embedding = _features_of(inp)
-        texts.append(text)
-        extras.append((f"task:{task_type}",) if config.use_task_type_feature else ())
+        embedding = inp.embedding
         if embedding is None:
             embs.append(np.zeros(config.embedding_dim, dtype=np.float32))
             has.append(0.0)
@@ -149,26 +150,37 @@ def build_batch(inputs: Sequence[Sample | Input], config: ModelConfig, label_ind
                 raise ValueError(f"embedding has {vec.shape[0]} dims, expected {config.embedding_dim}")
             embs.append(vec)
             has.append(1.0)
-        for label in label_set:
+        for label in inp.label_set:
             j = label_index.get(label)
             if j is not None:
                 mask[i, j] = True
+    return (
+        torch.from_numpy(np.stack(embs)) if embs else torch.zeros((0, config.embedding_dim)),
+        torch.tensor(has, dtype=torch.float32),
+        torch.from_numpy(mask),
+    )
+
+
+def build_ngrams(
+    inputs: Sequence[Sample | Input], config: ModelConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, offsets, per-id weights) of a batch for the n-gram bag."""
+    extras = [(f"task:{inp.task_type}",) if config.use_task_type_feature else () for inp in inputs]
     ids, offsets, weights = extract_batch(
-        texts,
+        [inp.text for inp in inputs],
         config.n_buckets,
         extras,
         char_sizes=config.char_sizes,
         max_tokens=config.max_tokens,
         length_weight=config.length_weight,
     )
-    return Batch(
-        ids=torch.from_numpy(ids),
-        offsets=torch.from_numpy(offsets),
-        weights=torch.from_numpy(weights),
-        emb=torch.from_numpy(np.stack(embs)) if embs else torch.zeros((0, config.embedding_dim)),
-        has_emb=torch.tensor(has, dtype=torch.float32),
-        mask=torch.from_numpy(mask),
-    )
+    return torch.from_numpy(ids), torch.from_numpy(offsets), torch.from_numpy(weights)
+
+
+def build_batch(inputs: Sequence[Sample | Input], config: ModelConfig, label_index: dict[str, int]) -> Batch:
+    ids, offsets, weights = build_ngrams(inputs, config)
+    emb, has_emb, mask = build_dense(inputs, config, label_index)
+    return Batch(ids=ids, offsets=offsets, weights=weights, emb=emb, has_emb=has_emb, mask=mask)
 
 
 def masked(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,10 @@ embedding view is then refitted on every sample given; the n-gram view too below
 samples (above, it keeps its best held-out epoch: retraining would double the time for ~0.1 point).
 The caller's own validation split never reaches this module.
 
+The views share nothing until they are mixed, so with two cores the embedding view is fitted in a
+second thread while this one extracts the n-grams and trains their view; every op runs on one
+thread, so the weights are the same whether there is one core or two.
+
 `train` is deterministic: the same seed and the same samples in the same order give the same
 weights, metrics and predictions.
 """
@@ -22,6 +26,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -30,16 +35,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from duke.calibration import accuracy, fit_temperature
+from duke.encoder import torch_threads
 from duke.features import CHAR_NGRAM_SIZES
 from duke.model import (
-    Batch,
     DukeNet,
     ModelConfig,
     Sample,
     TrainedModel,
-    build_batch,
+    build_dense,
+    build_ngrams,
     masked,
-    set_torch_threads,
 )
 
 
@@ -79,13 +84,21 @@ class TrainConfig:
 
 
 @dataclass
+class _Dense:
+    """What the embedding view needs; built before the n-gram ids, which take far longer."""
+
+    emb: torch.Tensor
+    has_emb: torch.Tensor
+    mask: torch.Tensor
+    target: torch.Tensor
+
+
+@dataclass
 class _Data:
     ids: torch.Tensor  # all samples' n-gram ids, flat, sample after sample
     weights: torch.Tensor
     starts: torch.Tensor  # where each sample's ids begin in `ids`
     lengths: torch.Tensor
-    emb: torch.Tensor
-    has_emb: torch.Tensor
     mask: torch.Tensor
     target: torch.Tensor
 
@@ -96,28 +109,20 @@ class _Rows:
     offsets: torch.Tensor
     weights: torch.Tensor
     seg: torch.Tensor  # which row of the batch each id belongs to
-    emb: torch.Tensor
-    has_emb: torch.Tensor
     mask: torch.Tensor
     target: torch.Tensor
 
 
-def _prepare(samples: Sequence[Sample], config: ModelConfig, label_index: dict[str, int]) -> _Data:
-    batch: Batch = build_batch(samples, config, label_index)
-    ends = (
-        torch.cat([batch.offsets[1:], torch.tensor([batch.ids.shape[0]])]) if len(samples) else batch.offsets
-    )
+def _dense(samples: Sequence[Sample], config: ModelConfig, label_index: dict[str, int]) -> _Dense:
+    emb, has_emb, mask = build_dense(samples, config, label_index)
     target = torch.tensor([label_index[s.label] for s in samples], dtype=torch.long)
-    return _Data(
-        batch.ids,
-        batch.weights,
-        batch.offsets,
-        ends - batch.offsets,
-        batch.emb,
-        batch.has_emb,
-        batch.mask,
-        target,
-    )
+    return _Dense(emb, has_emb, mask, target)
+
+
+def _ngrams(samples: Sequence[Sample], config: ModelConfig, dense: _Dense) -> _Data:
+    ids, offsets, weights = build_ngrams(samples, config)
+    ends = torch.cat([offsets[1:], torch.tensor([ids.shape[0]])]) if len(samples) else offsets
+    return _Data(ids, weights, offsets, ends - offsets, dense.mask, dense.target)
 
 
 def _rows(data: _Data, idx: torch.Tensor) -> _Rows:
@@ -131,8 +136,6 @@ def _rows(data: _Data, idx: torch.Tensor) -> _Rows:
         offsets,
         data.weights[positions],
         seg,
-        data.emb[idx],
-        data.has_emb[idx],
         data.mask[idx],
         data.target[idx],
     )
@@ -394,8 +397,16 @@ class _Selection:
     holdout_accuracy: float | None = None
     n_holdout: int = 0
     fold_best_epochs: list[int] = field(default_factory=list)
-    emb_solutions: dict[float, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     ngram_state: dict[str, torch.Tensor] | None = None  # best held-out state, when not retrained
+
+
+@dataclass
+class _EmbView:
+    """The embedding view, fitted on its own (it shares nothing with the n-gram view until mixing)."""
+
+    c: float = 1.0
+    oof: dict[float, np.ndarray] = field(default_factory=dict)  # held-out logits per C tried
+    weights: tuple[torch.Tensor, torch.Tensor] | None = None  # final fit on every embedded sample
 
 
 class _Progress:
@@ -415,7 +426,12 @@ class _Progress:
 
 
 def _emb_path(
-    data: _Data, tr: torch.Tensor, he: torch.Tensor, cfg: TrainConfig, single_slice: bool, sel: _Selection
+    data: _Dense,
+    tr: torch.Tensor,
+    he: torch.Tensor,
+    cfg: TrainConfig,
+    single_slice: bool,
+    solutions: dict[float, tuple[torch.Tensor, torch.Tensor]],
 ) -> dict[float, np.ndarray]:
     """Held-out embedding-view logits for each C tried (smallest C first, warm-started)."""
     has = data.has_emb > 0
@@ -430,7 +446,7 @@ def _emb_path(
         wb = _fit_logreg(
             data.emb[tr_emb], data.target[tr_emb], data.mask[tr_emb], c, n_labels, cfg.lbfgs_iters, wb
         )
-        sel.emb_solutions[c] = wb
+        solutions[c] = wb
         out[c] = masked(_emb_logits(data.emb[he], wb), data.mask[he]).numpy().astype(np.float64)
         if single_slice and len(he_emb):
             # Held-out loss along the C path is unimodal in practice: once it has risen twice in a
@@ -444,9 +460,47 @@ def _emb_path(
     return out
 
 
+def _fit_emb_view(data: _Dense, folds: list[tuple[list[int], list[int]]], cfg: TrainConfig) -> _EmbView:
+    """C chosen on the pooled held-out logits, then the fit on every sample with an embedding."""
+    n, n_labels = data.mask.shape
+    view = _EmbView()
+    solutions: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+    for train_list, held_list in folds:
+        tr = torch.tensor(train_list, dtype=torch.long)
+        he = torch.tensor(held_list, dtype=torch.long)
+        for c, logits in _emb_path(data, tr, he, cfg, len(folds) == 1, solutions).items():
+            view.oof.setdefault(c, np.zeros((n, n_labels)))[held_list] = logits
+    idx = np.asarray(sorted(i for _, held_list in folds for i in held_list), dtype=np.int64)
+    target = data.target.numpy()[idx]
+    has = (data.has_emb > 0).numpy()
+    h_has = has[idx]
+    if h_has.any() and view.oof:
+
+        def c_score(c: float) -> tuple[float, float]:
+            acc, neg_nll = _score(view.oof[c][idx][h_has], target[h_has])
+            return (neg_nll, acc) if cfg.c_by_nll else (acc, neg_nll)
+
+        view.c = max(sorted(view.oof), key=c_score)
+    emb_idx = torch.from_numpy(np.flatnonzero(has))
+    if len(emb_idx):
+        # Warm start from the held-out fit with the same C: the optimum moves little with more data.
+        view.weights = _fit_logreg(
+            data.emb[emb_idx],
+            data.target[emb_idx],
+            data.mask[emb_idx],
+            view.c,
+            n_labels,
+            cfg.lbfgs_iters,
+            solutions.get(view.c),
+        )
+    return view
+
+
 def _select(
     data: _Data,
     folds: list[tuple[list[int], list[int]]],
+    has_emb: np.ndarray,
+    emb_view: Callable[[], _EmbView],
     model_config: ModelConfig,
     cfg: TrainConfig,
     budget_for: Callable[[int], int],
@@ -454,12 +508,14 @@ def _select(
     gen: torch.Generator,
     progress: _Progress,
 ) -> _Selection:
-    """Choose C, the n-gram epoch count, the view mix and temperatures on out-of-fold logits."""
+    """Choose the n-gram epoch count, then the view mix and temperatures, on out-of-fold logits.
+
+    `emb_view()` returns the embedding view (possibly fitted meanwhile in another thread); it is only
+    waited for once the n-gram view is done.
+    """
     sel = _Selection()
     n, n_labels = data.mask.shape
     target = data.target.numpy()
-    has = (data.has_emb > 0).numpy()
-    oof_emb: dict[float, np.ndarray] = {}
     histories: list[tuple[list[int], list[np.ndarray]]] = []
     held_all: list[int] = []
     patience = cfg.patience if len(folds) > 1 else cfg.patience_holdout
@@ -467,9 +523,6 @@ def _select(
         tr = torch.tensor(train_list, dtype=torch.long)
         he = torch.tensor(held_list, dtype=torch.long)
         held_all.extend(held_list)
-        for c, logits in _emb_path(data, tr, he, cfg, len(folds) == 1, sel).items():
-            oof_emb.setdefault(c, np.zeros((n, n_labels)))[held_list] = logits
-
         view = _NgramView(model_config)
         held_rows = _rows(data, he)
         held_target = held_rows.target.numpy()
@@ -493,6 +546,8 @@ def _select(
         _train_ngram(view, data, tr, cfg, budget_for(len(train_list)), gen, on_epoch)
         sel.fold_best_epochs.append(1 + max(range(len(history)), key=lambda i: history[i][0]))
         histories.append((held_list, [logits for _, logits in history]))
+    emb = emb_view()
+    sel.c_emb = emb.c
     if not held_all:
         sel.epochs = budget_for(n)
         return sel
@@ -512,17 +567,8 @@ def _select(
     for held_list, h in histories:
         oof_ng[held_list] = h[min(sel.epochs, len(h)) - 1]
 
-    h_has, h_target, h_ng = has[idx], target[idx], oof_ng[idx]
-    if h_has.any() and oof_emb:
-
-        def c_score(c: float) -> tuple[float, float]:
-            acc, neg_nll = _score(oof_emb[c][idx][h_has], h_target[h_has])
-            return (neg_nll, acc) if cfg.c_by_nll else (acc, neg_nll)
-
-        sel.c_emb = max(sorted(oof_emb), key=c_score)
-        h_emb = oof_emb[sel.c_emb][idx]
-    else:
-        h_emb = np.zeros_like(h_ng)
+    h_has, h_target, h_ng = has_emb[idx], target[idx], oof_ng[idx]
+    h_emb = emb.oof[emb.c][idx] if h_has.any() and emb.oof else np.zeros_like(h_ng)
     sel.coef_ngram, sel.coef_emb, sel.temperature, sel.mix_ngram = _fit_mix(
         h_ng, h_emb, h_has, h_target, cfg.mix_by_nll
     )
@@ -537,6 +583,7 @@ def _select(
 
 def _final_net(
     data: _Data,
+    emb: _EmbView,
     sel: _Selection,
     model_config: ModelConfig,
     cfg: TrainConfig,
@@ -544,36 +591,34 @@ def _final_net(
     progress: _Progress,
 ) -> DukeNet:
     net = DukeNet(model_config)
-    all_idx = torch.arange(data.mask.shape[0], dtype=torch.long)
-    emb_idx = all_idx[data.has_emb > 0]
     with torch.no_grad():
         nn.init.zeros_(net.emb_out.weight)
         nn.init.zeros_(net.emb_out.bias)
-    if len(emb_idx):
-        # Warm start from the held-out fit with the same C: the optimum moves little with more data.
-        w, b = _fit_logreg(
-            data.emb[emb_idx],
-            data.target[emb_idx],
-            data.mask[emb_idx],
-            sel.c_emb,
-            model_config.n_labels,
-            cfg.lbfgs_iters,
-            sel.emb_solutions.get(sel.c_emb),
-        )
-        with torch.no_grad():
-            net.emb_out.weight.copy_(w)
-            net.emb_out.bias.copy_(b)
+        if emb.weights is not None:
+            net.emb_out.weight.copy_(emb.weights[0])
+            net.emb_out.bias.copy_(emb.weights[1])
     view = _NgramView(model_config)
     if sel.ngram_state is not None:
         view.load_state_dict(sel.ngram_state)
     else:
         progress.planned = progress.done + sel.epochs
+        all_idx = torch.arange(data.mask.shape[0], dtype=torch.long)
         _train_ngram(view, data, all_idx, cfg, sel.epochs, gen, lambda _epoch: progress.tick() or True)
     with torch.no_grad():
         net.bag.weight.copy_(view.bag.weight)
         net.ngram_out.load_state_dict(view.out.state_dict())
         net.mix.copy_(torch.tensor([sel.coef_ngram, sel.coef_emb]))
     return net.eval()
+
+
+def _single_threaded(fn: Callable[..., _EmbView]) -> Callable[..., _EmbView]:
+    def run(*args: object) -> _EmbView:
+        # Ops in this thread must not fan out either (see `train`); the setting is per thread in
+        # some OpenMP runtimes.
+        torch.set_num_threads(1)
+        return fn(*args)
+
+    return run
 
 
 def train(
@@ -594,7 +639,6 @@ def train(
         raise ValueError("cannot train on zero samples")
     cfg = config or TrainConfig()
     started = time.perf_counter()
-    set_torch_threads()
     # A sample's own label always counts as offered, even if the recorded label set forgot it.
     samples = [
         s
@@ -612,7 +656,6 @@ def train(
         max_tokens=cfg.max_tokens,
         length_weight=cfg.length_weight,
     )
-    data = _prepare(samples, model_config, label_index)
     n = len(samples)
     folds = _folds(samples, cfg, seed)
 
@@ -623,11 +666,34 @@ def train(
     tracker = _Progress(progress, sum(budget_for(len(tr)) for tr, _ in folds) + budget_for(n))
     # With one big held-out slice the n-gram view is not retrained: its best epoch's weights are kept.
     keep_ngram = n >= cfg.refit_below and len(folds) == 1
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        sel = _select(data, folds, model_config, cfg, budget_for, keep_ngram, gen, tracker)
-        net = _final_net(data, sel, model_config, cfg, gen, tracker)
+    # The two views share nothing until they are mixed, so with two cores the embedding view (its C
+    # path and final fit, ~1.5 s at 5k samples) runs in a second thread while this one extracts the
+    # n-grams and trains their view (~3 s). Every op runs on one thread either way: two views at two
+    # threads each would oversubscribe the cores, and the weights do not depend on the core count.
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="duke-emb-view") if torch_threads() >= 2 else None
+    try:
+        dense = _dense(samples, model_config, label_index)
+        if pool is not None:
+            future = pool.submit(_single_threaded(_fit_emb_view), dense, folds, cfg)
+        else:
+            future = Future()
+            future.set_result(_fit_emb_view(dense, folds, cfg))
+        emb_view = future.result
+        data = _ngrams(samples, model_config, dense)
+        has_emb = (dense.has_emb > 0).numpy()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            sel = _select(
+                data, folds, has_emb, emb_view, model_config, cfg, budget_for, keep_ngram, gen, tracker
+            )
+            net = _final_net(data, emb_view(), sel, model_config, cfg, gen, tracker)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads_before)
     tracker.finish()
     metadata = {
         "n_samples": n,
@@ -643,7 +709,7 @@ def train(
         "temperature_ngram_only": sel.temperature_ngram_only,
         "holdout_accuracy": sel.holdout_accuracy,
         "task_types": dict(sorted(Counter(s.task_type for s in samples).items())),
-        "with_embedding": int((data.has_emb > 0).sum()),
+        "with_embedding": int(has_emb.sum()),
         "train_config": asdict(cfg),
         "train_seconds": round(time.perf_counter() - started, 3),
         "torch_version": str(torch.__version__),

@@ -11,7 +11,7 @@ import torch
 
 from duke.encoder import EMBEDDING_DIM
 from duke.model import Input, Prediction, Sample, TrainedModel
-from duke.training import _SparseAdagrad, train
+from duke.training import TrainConfig, _SparseAdagrad, train
 
 LABEL_SETS = {"sentiment": ("neg", "pos"), "topic": ("politics", "sports", "tech")}
 CUES = {
@@ -104,6 +104,23 @@ def test_it_is_deterministic_for_the_same_seed() -> None:
         k: v for k, v in second.metadata.items() if k not in volatile
     }
     assert first.to_bytes() == second.to_bytes() or _same_weights(first, second)
+
+
+@pytest.mark.parametrize("cv_below", [1000, 50], ids=["cross-fitted", "one held-out slice"])
+def test_it_trains_the_same_weights_on_one_core_or_two(
+    monkeypatch: pytest.MonkeyPatch, cv_below: int
+) -> None:
+    # With two cores the embedding view is fitted in a second thread: that must not change a weight.
+    samples = make_samples(80, seed=5, embedding="some")
+    config = TrainConfig(cv_below=cv_below)
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("DUKE_TORCH_THREADS", "2")
+    two = train(samples, seed=3, max_epochs=3, config=config)
+    monkeypatch.setenv("DUKE_TORCH_THREADS", "1")
+    one = train(samples, seed=3, max_epochs=3, config=config)
+    assert _same_weights(one, two)
+    assert one.metadata["c_emb"] == two.metadata["c_emb"]
+    assert torch.get_num_threads() == threads  # training hands the thread setting back
 
 
 def _same_weights(a: TrainedModel, b: TrainedModel) -> bool:
