@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.validators import RegexValidator
 from drf_spectacular import openapi
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.views import APIView
@@ -36,6 +37,14 @@ ERROR_SCHEMA: dict[str, Any] = {
     },
     "required": ["error"],
 }
+
+
+class RecentJWTScheme(SimpleJWTScheme):
+    """Our JWT authentication (users.authentication) is simplejwt's on the wire: the same bearer scheme."""
+
+    target_class = "users.authentication.JWTAuthentication"
+
+
 _HTTP_METHODS = {"get", "put", "patch", "post", "delete", "head", "options", "trace"}
 _PLAIN_PERMISSIONS = {AllowAny, IsAuthenticated}
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from rest_framework import serializers
 
@@ -33,3 +34,27 @@ class StrictJSONTypesMixin:
             if errors:
                 raise serializers.ValidationError(errors)
         return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class SharedFieldsMixin:
+    # DRF deep-copies every declared field for each serializer instance and binds the copies to it: for
+    # POST /tasks that copying was the largest part of validating the body and rendering the answer. A
+    # serializer using this mixin builds and binds its fields once per class and every instance uses that
+    # one set. Only for serializers whose fields read nothing from the instance or its context (no
+    # request-dependent defaults or hyperlinks): validation and rendering keep their state on the
+    # serializer, never on a field, so threads can share the fields.
+    _shared_fields: ClassVar[Any] = None
+    _shared_fields_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @property
+    def fields(self) -> Any:
+        cls = type(self)
+        shared = cls.__dict__.get("_shared_fields")
+        if shared is None:
+            with SharedFieldsMixin._shared_fields_lock:
+                shared = cls.__dict__.get("_shared_fields")
+                if shared is None:
+                    prototype = cls()
+                    shared = super(SharedFieldsMixin, prototype).fields  # type: ignore[misc]
+                    cls._shared_fields = shared
+        return shared

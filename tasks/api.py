@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-import copy
 import re
-from typing import ClassVar
+from datetime import timedelta
 
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
-from rest_framework.throttling import UserRateThrottle
+from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from aicp.serializers import StrictJSONTypesMixin
+from aicp.serializers import SharedFieldsMixin, StrictJSONTypesMixin
 from tasks.models import Account, Task
-from tasks.selectors import balance_for, task_get_visible, task_list_visible
+from tasks.selectors import (
+    balance_for,
+    buyer_submission_time,
+    buyer_submissions_since,
+    task_get_visible,
+    task_list_visible,
+)
 from tasks.services import (
     TaskRequest,
     buyer_register,
@@ -36,23 +42,43 @@ MAX_IDEMPOTENCY_KEY = 255
 IDEMPOTENCY_KEY_RE = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}")
 
 
-class SubmitThrottle(UserRateThrottle):
+class SubmitThrottle(SimpleRateThrottle):
+    """At most AICP_THROTTLE_SUBMIT tasks per buyer per window, counted from the buyer's tasks themselves.
+
+    DRF's throttles keep each user's request history in the cache and rewrite it on every request; with
+    the file cache that write was the largest single cost of a submission. The tasks table already holds
+    every submission's time under an index on (buyer, created_at), so the window is one indexed count.
+    Like DRF's own, the check is not atomic with the insert: concurrent submissions of one buyer can pass
+    it together, by at most the number of requests in flight. Refused requests create no task and do not
+    count; an idempotent replay creates none either.
+    """
+
     scope = "submit"
 
+    def get_cache_key(self, request: Request, view: APIView) -> str | None:
+        return None  # unused: the history is the tasks table
 
-class TaskOutputSerializer(serializers.ModelSerializer):
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        if self.rate is None or not request.user.is_authenticated:
+            return True
+        now = timezone.now()
+        since = now - timedelta(seconds=self.duration)
+        user_id = request.user.pk
+        if buyer_submissions_since(user_id=user_id, since=since, limit=self.num_requests) < self.num_requests:
+            return True
+        # Throttled: a slot frees up when the oldest of the last `num_requests` submissions leaves the window.
+        oldest = buyer_submission_time(user_id=user_id, since=since, newest_first_index=self.num_requests - 1)
+        self.wait_s = (oldest + timedelta(seconds=self.duration) - now).total_seconds() if oldest else 1.0
+        return False
+
+    def wait(self) -> float:
+        return max(1.0, self.wait_s)
+
+
+class TaskOutputSerializer(SharedFieldsMixin, serializers.ModelSerializer):
     agent = serializers.CharField(source="agent.name")
     executed_by = serializers.CharField(source="executed_by.name", allow_null=True, default=None)
     buyer = serializers.CharField(source="buyer.username")
-
-    _prototype: ClassVar[dict[str, serializers.Field] | None] = None
-
-    def get_fields(self) -> dict[str, serializers.Field]:
-        # ModelSerializer introspects the model again for every task it renders, three quarters of the
-        # cost of a response; the fields never change, so they are built once and copied (fresh, unbound).
-        if type(self).__dict__.get("_prototype") is None:
-            type(self)._prototype = super().get_fields()
-        return copy.deepcopy(type(self)._prototype)
 
     class Meta:
         model = Task
@@ -86,7 +112,7 @@ class TaskOutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class TaskSubmitInputSerializer(StrictJSONTypesMixin, serializers.Serializer):
+class TaskSubmitInputSerializer(SharedFieldsMixin, StrictJSONTypesMixin, serializers.Serializer):
     description = serializers.CharField(max_length=MAX_DESCRIPTION, trim_whitespace=True)
     complexity = serializers.IntegerField(min_value=1, max_value=10)
     task_type = serializers.SlugField(max_length=64, required=False, allow_blank=True, default="")

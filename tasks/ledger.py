@@ -14,6 +14,7 @@ from decimal import Decimal
 
 from django.db import connections, transaction
 
+from aicp.db import insert_rows, update_field
 from aicp.exceptions import InsufficientFunds
 from tasks.models import ZERO, Account, LedgerEntry, Task
 
@@ -231,10 +232,10 @@ def post_many(*, postings: Sequence[Posting], locked: Iterable[Account] | None =
         ]
     if not entries:
         return ids
-    LedgerEntry.objects.bulk_create(entries)
-    for account_id, balance in balances.items():
-        if balance != rows[account_id].balance:
-            Account.objects.filter(pk=account_id).update(balance=balance)
-            # Later postings in this transaction start from here, not from the balance when locked.
-            rows[account_id].balance = balance
+    insert_rows(entries)
+    changed = [(pk, balance) for pk, balance in balances.items() if balance != rows[pk].balance]
+    update_field(Account, "balance", changed)
+    for account_id, balance in changed:
+        # Later postings in this transaction start from here, not from the balance when locked.
+        rows[account_id].balance = balance
     return ids

@@ -24,6 +24,7 @@ from agents.models import Agent
 from agents.pricing import quantize_money, quote, token_cost
 from agents.selectors import agent_default_llm, agent_duke, agent_get
 from agents.services import agent_record_correction, agent_record_outcome
+from aicp.db import insert_rows
 from aicp.exceptions import (
     Conflict,
     DomainError,
@@ -37,7 +38,7 @@ from duke.router import RouteDecision, route
 from duke.services import sample_correct, sample_record
 from tasks import ledger
 from tasks.models import Account, DrainSlot, IdempotencyKey, Task
-from tasks.selectors import buyer_committed_today, utc_day_start
+from tasks.selectors import buyer_committed_today, drain_slots_busy, utc_day_start
 from users.models import User
 from users.services import user_register
 
@@ -248,7 +249,7 @@ def _create_held_task(*, buyer: User, request: TaskRequest, agent: Agent, **fiel
         success_count=agent.success_count,
         failure_count=agent.failure_count,
     )
-    task = Task.objects.create(
+    task = Task(
         buyer=buyer,
         description=request.description,
         complexity=request.complexity,
@@ -259,6 +260,7 @@ def _create_held_task(*, buyer: User, request: TaskRequest, agent: Agent, **fiel
         price=price,
         **fields,
     )
+    insert_rows([task])
     _hold(task=task)
     return task
 
@@ -767,6 +769,8 @@ def _take_drain_slot(*, number: int, token: uuid.UUID, state: str, lease_s: floa
 
 def _take_any_drain_slot(*, slots: int, state: str, lease_s: float) -> SlotLease | None:
     now = timezone.now()
+    if drain_slots_busy(slots=slots, now=now) >= slots:
+        return None  # the usual answer under load, found without building an ORM query
     leases = dict(DrainSlot.objects.filter(number__lt=slots).values_list("number", "lease_until"))
     if len(leases) < slots:
         DrainSlot.objects.bulk_create(

@@ -36,6 +36,16 @@ def _isolated_settings(settings, tmp_path) -> None:
     settings.DUKE_MODEL_DIR = tmp_path / "duke-models"
 
 
+@pytest.fixture(autouse=True)
+def _forget_recent_rows() -> None:
+    """Each test starts with no remembered users or tokens (aicp/recent.py): a row a previous test read
+    belongs to a database state that was rolled back."""
+    from users.authentication import recent_tokens, recent_users
+
+    for rows in (recent_tokens, recent_users):
+        rows.clear()
+
+
 @pytest.fixture
 def llm_settings(settings, llm_simulator):
     """Points every LLM agent at the simulator fixture."""

@@ -1,0 +1,69 @@
+"""INSERT and UPDATE statements for the writes every submission makes, without the ORM building them.
+
+Building a statement costs the ORM 0.1-0.3 ms of Python on this machine, several times what SQLite
+spends running it, and a submission writes a task, two ledger entries and two balances inside the one
+write transaction that every other writer waits for. These helpers produce the statements the ORM
+would (the same columns, each value prepared by its own field) and cache them by shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from django.db import connections, router
+from django.db.models import Field, Model
+
+_inserts: dict[tuple[type[Model], str, int], tuple[str, list[Field]]] = {}
+_updates: dict[tuple[type[Model], str, str], str] = {}
+
+
+def insert_rows(rows: Sequence[Model]) -> None:
+    """INSERTs objects of one model in one statement, as ``bulk_create`` would: no ``save()``, no signals.
+
+    Database-generated primary keys are not read back: for models whose key is set in Python (a UUID)
+    or whose callers never read it.
+    """
+    if not rows:
+        return
+    model = type(rows[0])
+    connection = connections[router.db_for_write(model)]
+    shape = (model, connection.alias, len(rows))
+    if shape not in _inserts:
+        fields = [field for field in model._meta.concrete_fields if not field.db_returning]
+        columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+        values = ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * len(rows))
+        sql = f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({columns}) VALUES {values}"
+        _inserts[shape] = (sql, fields)
+    sql, fields = _inserts[shape]
+    params = [
+        field.get_db_prep_save(field.pre_save(row, True), connection=connection)
+        for row in rows
+        for field in fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+    for row in rows:
+        row._state.adding = False
+        row._state.db = connection.alias
+
+
+def update_field(model: type[Model], field_name: str, values: Iterable[tuple[object, object]]) -> None:
+    """Sets one field of rows given by primary key: ``(pk, value)`` pairs, one prepared statement."""
+    connection = connections[router.db_for_write(model)]
+    field = model._meta.get_field(field_name)
+    shape = (model, connection.alias, field_name)
+    if shape not in _updates:
+        quote = connection.ops.quote_name
+        _updates[shape] = (
+            f"UPDATE {quote(model._meta.db_table)} SET {quote(field.column)} = %s "
+            f"WHERE {quote(model._meta.pk.column)} = %s"
+        )
+    params = [
+        (
+            field.get_db_prep_save(value, connection=connection),
+            model._meta.pk.get_db_prep_save(pk, connection),
+        )
+        for pk, value in values
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(_updates[shape], params)
