@@ -162,9 +162,9 @@ def build_dense(
 
 
 def build_ngrams(
-    inputs: Sequence[Sample | Input], config: ModelConfig
+    inputs: Sequence[Sample | Input], config: ModelConfig, *, cache: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(ids, offsets, per-id weights) of a batch for the n-gram bag."""
+    """(ids, offsets, per-id weights) of a batch for the n-gram bag; `cache` as in `extract_batch`."""
     extras = [(f"task:{inp.task_type}",) if config.use_task_type_feature else () for inp in inputs]
     ids, offsets, weights = extract_batch(
         [inp.text for inp in inputs],
@@ -173,6 +173,7 @@ def build_ngrams(
         char_sizes=config.char_sizes,
         max_tokens=config.max_tokens,
         length_weight=config.length_weight,
+        cache=cache,
     )
     return torch.from_numpy(ids), torch.from_numpy(offsets), torch.from_numpy(weights)
 

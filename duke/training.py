@@ -120,7 +120,8 @@ def _dense(samples: Sequence[Sample], config: ModelConfig, label_index: dict[str
 
 
 def _ngrams(samples: Sequence[Sample], config: ModelConfig, dense: _Dense) -> _Data:
-    ids, offsets, weights = build_ngrams(samples, config)
+    # Cached: a retraining sees again every sample the previous one saw.
+    ids, offsets, weights = build_ngrams(samples, config, cache=True)
     ends = torch.cat([offsets[1:], torch.tensor([ids.shape[0]])]) if len(samples) else offsets
     return _Data(ids, weights, offsets, ends - offsets, dense.mask, dense.target)
 

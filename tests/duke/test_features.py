@@ -19,6 +19,8 @@ from duke.encoder import (
     encoder_available,
 )
 from duke.features import (
+    _BagCache,
+    clear_bag_cache,
     extract_batch,
     extract_ids,
     length_token,
@@ -139,3 +141,42 @@ def test_it_encodes_texts_offline_into_unit_vectors() -> None:
     assert np.linalg.norm(vecs, axis=1) == pytest.approx([1.0, 1.0], abs=1e-5)
     assert float(vecs[0] @ vecs[1]) > 0.5
     assert encode_texts([]).shape == (0, EMBEDDING_DIM)
+
+
+def test_it_caches_training_bags_without_changing_them() -> None:
+    clear_bag_cache()
+    texts = ["Oil prices rose 3 pct", "", "le film est nul?", "Oil prices rose 3 pct", "a b a"]
+    extras = [("task:x",), ("task:x",), ("task:y",), ("task:y",), ()]
+    expected = extract_batch(texts, 1 << 16, extras, length_weight=0.5)
+    cold = extract_batch(texts, 1 << 16, extras, length_weight=0.5, cache=True)
+    # Partly cached, in another order, with a new text: cached and fresh bags interleave.
+    mixed_texts, mixed_extras = [texts[2], "new one", texts[0]], [extras[2], ("task:x",), extras[0]]
+    mixed = extract_batch(mixed_texts, 1 << 16, mixed_extras, length_weight=0.5, cache=True)
+    warm = extract_batch(texts, 1 << 16, extras, length_weight=0.5, cache=True)
+    for got in (cold, warm):
+        assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got, expected, strict=True))
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            mixed, extract_batch(mixed_texts, 1 << 16, mixed_extras, length_weight=0.5), strict=True
+        )
+    )
+    # Other feature settings are other keys, never another setting's bag.
+    other = extract_batch(texts, 1 << 12, extras, char_sizes=(3,), max_tokens=2, cache=True)
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            other, extract_batch(texts, 1 << 12, extras, char_sizes=(3,), max_tokens=2), strict=True
+        )
+    )
+    clear_bag_cache()
+
+
+def test_it_bounds_the_bag_cache() -> None:
+    cache = _BagCache(limit=10)
+    bag = (np.arange(4, dtype=np.int32), np.ones(4, dtype=np.int32), 4, 4)
+    for i in range(5):
+        cache.put(bytes([i]), bag)
+        assert cache.size <= 10 and cache.size == 4 * len(cache.entries)
+    # Past the limit it starts over rather than grow: the newest bag is still there.
+    assert cache.get(bytes([4])) is bag
