@@ -225,6 +225,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn --workers, as run_system")
+    parser.add_argument("--web-threads", type=int, default=8, help="gunicorn --threads, as run_system")
     parser.add_argument(
         "--open-loop-fraction",
         type=float,
@@ -257,7 +258,8 @@ def main() -> int:
 
         # The same command line as run_system's web server.
         gunicorn = [PYTHON, "-m", "gunicorn", "aicp.wsgi:application", "--bind", f"127.0.0.1:{port}"]
-        gunicorn += ["--workers", str(args.web_workers), "--threads", "8", "--timeout", "60"]
+        gunicorn += ["--workers", str(args.web_workers), "--threads", str(args.web_threads)]
+        gunicorn += ["--timeout", "60"]
         # No control socket: its default path is per user, so a second instance would take it over.
         gunicorn += ["--graceful-timeout", "10", "--no-control-socket"]
         web = start(gunicorn, env, data / "gunicorn.log")
@@ -320,7 +322,8 @@ def main() -> int:
         "",
         f"Machine: {machine()}; load average before the run {load_before}, after {load_average()} "
         "(the machine is shared: other work competes for the same cores). gunicorn as `run_system` starts "
-        f"it ({args.web_workers} workers × 8 threads), SQLite (WAL) on a fresh file, DJANGO_DEBUG=0; "
+        f"it ({args.web_workers} workers × {args.web_threads} threads), SQLite (WAL) on a fresh file, "
+        "DJANGO_DEBUG=0; "
         f"{args.clients} keep-alive clients back to back for {args.seconds:.0f} s per phase after "
         f"{args.warmup_s:.0f} s of warm-up; the load generator runs on the same cores.",
         "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -20,6 +21,15 @@ BODIES = [
     {"description": "x", "complexity": 1, "price": "0"},
     {"complexity": 1},
 ]
+
+
+def _in_threads(work: Callable[[int], None], *, count: int) -> None:
+    """Runs work(0) … work(count - 1) at once, each in its own thread, and waits for all of them."""
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def _validate(body: dict) -> tuple[bool, object]:
@@ -40,11 +50,7 @@ def test_it_validates_concurrently_with_the_results_of_one_thread():
             if got != expected[index]:
                 mismatches.append((index, got))
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _in_threads(work, count=8)
     assert mismatches == []
 
 
@@ -71,9 +77,5 @@ def test_it_renders_tasks_concurrently_as_one_thread_does(buyer):
             if TaskOutputSerializer(tasks[index]).data != expected[index]:
                 mismatches.append(index)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _in_threads(work, count=8)
     assert mismatches == []
