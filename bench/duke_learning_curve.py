@@ -53,6 +53,10 @@ BASELINE_CS = (0.1, 1.0, 10.0, 100.0)
 # on fresh vs rotten only, without the IMDb `plot` summaries.
 AUTO_DROP_LABELS = ("plot",)
 SHORT_TEXT = "Quarterly profit rose 12 pct on higher sales, the company said."
+# Issue #3's target: retraining on 5k samples whose embeddings are stored takes < 5 s.
+RETRAIN_SIZE = 5000
+RETRAIN_RUNS = 5
+RETRAIN_TARGET_S = 5.0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -293,6 +297,45 @@ def run_setting(
     }
 
 
+def measure_retrain(
+    train: Split, label_set: tuple[str, ...], duke_config: dict[str, Any], runs: int
+) -> dict[str, Any] | None:
+    """Duke's training time on a fixed random RETRAIN_SIZE-sample subset, as the training job sees it.
+
+    The first training runs after clearing the per-process n-gram bag cache (a worker's first
+    training); the next `runs` reuse it, as a worker that retrains every 100 new samples does.
+    """
+    from duke.features import clear_bag_cache
+
+    if len(train.texts) < RETRAIN_SIZE:
+        return None
+    idx = np.random.default_rng([RETRAIN_SIZE, 12345]).permutation(len(train.texts))[:RETRAIN_SIZE]
+    sub = train.take(idx)
+    load_before = os.getloadavg()[0]
+    clear_bag_cache()
+    _, first = _timed(lambda: fit_duke(sub, label_set, 0, duke_config))
+    secs = [_timed(lambda: fit_duke(sub, label_set, 0, duke_config))[1] for _ in range(runs)]
+    return {
+        "first": first,
+        "secs": secs,
+        "load": (load_before, os.getloadavg()[0]),
+    }
+
+
+def render_retrain(retrain: dict[str, Any]) -> str:
+    median = statistics.median(retrain["secs"])
+    verdict = "✓" if median < RETRAIN_TARGET_S else "✗"
+    return (
+        f"**Retraining on {RETRAIN_SIZE:,} samples with stored embeddings** (a fixed random subset of "
+        f"the training split, Duke's training only): median {median:.2f} s over {len(retrain['secs'])} "
+        f"runs (range {min(retrain['secs']):.2f}-{max(retrain['secs']):.2f}), target < "
+        f"{RETRAIN_TARGET_S:.0f} s {verdict}. Those runs reuse the process's n-gram bag cache, as a "
+        f"worker that retrains every 100 samples does; the first training after clearing it took "
+        f"{retrain['first']:.2f} s. Load average {retrain['load'][0]:.1f} before, "
+        f"{retrain['load'][1]:.1f} after."
+    )
+
+
 # ---------------------------------------------------------------------------------------------------
 # Report
 
@@ -357,7 +400,10 @@ SECTION_INTRO = (
     "`bench/duke_learning_curve.py` (Duke's pure code, no Django). Baselines choose C from "
     f"{', '.join(str(c) for c in BASELINE_CS)} by 3-fold cross-validation on each subset. "
     "Training times exclude MiniLM encoding (embeddings are stored with each sample in production); "
-    "inference figures include it. Timings are wall clock on a shared 2-core box, so they move with "
+    "inference figures include it. Duke's training reuses the process's cache of each text's n-gram "
+    "bag, as a worker that retrains does, so its times exclude re-extracting texts an earlier run "
+    "of the same process saw (the retraining line gives both). "
+    "Timings are wall clock on a shared 2-core box, so they move with "
     "its load (recorded per run). Duke runs with its `TrainConfig` defaults; the earlier ones were "
     "tuned on these learning curves. The latest, the log2 length-bucket token at weight 0.5, was "
     "chosen on development splits carved out of each training split (2,500 or a third of it held "
@@ -443,6 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = os.getloadavg()
     started = time.perf_counter()
     results = [run_setting("all classes", train, test, sizes, args.repeats, duke_config, args.skip_baselines)]
+    label_set = tuple(sorted(set(train.labels) | set(test.labels)))
+    retrain = measure_retrain(train, label_set, duke_config, RETRAIN_RUNS)
     drop = (
         args.drop_label if args.drop_label is not None else [x for x in AUTO_DROP_LABELS if x in train.labels]
     )
@@ -474,6 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{load_before[0]:.1f} before, {load_after[0]:.1f} after."
             + (f" Duke config overrides: `{json.dumps(duke_config)}`." if duke_config else ""),
             "",
+            *([render_retrain(retrain), ""] if retrain else []),
             *[render(r) for r in results],
         ]
     )
