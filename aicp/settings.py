@@ -180,6 +180,9 @@ else:
     # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN so two
     # writers queue on the busy timeout instead of failing with "database is locked" mid-transaction.
     # aicp.sqlite is Django's backend with one process's writers taking turns on a mutex first (see there).
+    # Memory-mapped reads: each thread has its own connection, and a connection drops its page cache
+    # whenever another one has written; re-reading pages through mmap instead of read() took POST /tasks
+    # from 330 to 469 requests/s with 8 threads in one process (and the bare insert from 1,597 to 2,432).
     DATABASES = {
         "default": {
             "ENGINE": "aicp.sqlite",
@@ -190,7 +193,10 @@ else:
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": env_int("AICP_SQLITE_BUSY_TIMEOUT_S", 30, minimum=1),
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "init_command": (
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                    f"PRAGMA mmap_size={env_int('AICP_SQLITE_MMAP_MB', 256, minimum=0) * 1024 * 1024};"
+                ),
             },
             # Tests use a file (not :memory:) so that real qcluster processes can share the database.
             "TEST": {"NAME": env_str("AICP_TEST_SQLITE_PATH") or None},
