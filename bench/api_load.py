@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +221,73 @@ def run_phase(
     return warmup, phase
 
 
+@dataclass
+class InProcess:
+    """Requests handed straight to Django's WSGI application in this process: no HTTP, no gunicorn."""
+
+    threads: int
+    rps: float
+    cpu_ms: float
+
+
+def _wsgi_call(application: object, request: bytes) -> int:
+    head, _, payload = request.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ")
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "wsgi.input": io.BytesIO(payload),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "CONTENT_LENGTH": str(len(payload)),
+    }
+    for line in lines[1:]:
+        name, _, value = line.partition(": ")
+        key = name.upper().replace("-", "_")
+        environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
+    statuses: list[str] = []
+    body = application(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    b"".join(body)
+    return int(statuses[0].split()[0])
+
+
+def in_process(requests: list[bytes], *, threads: int, per_thread: int) -> InProcess:
+    """What the Django side of a request costs alone, on one thread and with several sharing the GIL
+    (and each its own SQLite connection) as gunicorn's threads do."""
+    from django.db import connections
+
+    from aicp.wsgi import application
+
+    failures: list[int] = []
+
+    def work(index: int) -> None:
+        request = requests[index % len(requests)]
+        try:
+            for _ in range(per_thread):
+                status = _wsgi_call(application, request)
+                if not 200 <= status < 300:
+                    failures.append(status)
+        finally:
+            connections.close_all()
+
+    for request in requests[:threads]:
+        _wsgi_call(application, request)  # warm: imports, connections, caches
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    started, cpu_before = time.perf_counter(), time.process_time()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu_before
+    if failures:
+        raise RuntimeError(f"in-process requests failed: {failures[:5]}")
+    total = threads * per_thread
+    return InProcess(threads, total / seconds, cpu_s * 1000 / total)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50)
@@ -233,6 +302,9 @@ def main() -> int:
         help="then POST /tasks at this fraction of the saturated rate, arriving at a fixed pace",
     )
     parser.add_argument("--open-loop-s", type=float, default=15.0, help="0 skips the fixed-pace phase")
+    parser.add_argument(
+        "--in-process", type=int, default=2000, help="requests per in-process measurement (no HTTP)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")
     args = parser.parse_args()
     load_before = load_average()
@@ -293,6 +365,11 @@ def main() -> int:
             sampler.stop()
             stop(web)
         gunicorn_log = (data / "gunicorn.log").read_text(errors="replace")[-2000:]
+        # After the server stopped, so the two never share the cores.
+        direct = {
+            name: [in_process(requests, threads=n, per_thread=args.in_process // n) for n in (1, 8)]
+            for name, requests in (("bare insert", bare_requests), ("POST /tasks", task_requests))
+        }
 
     ratio = submit.rps / bare.rps if bare.rps else 0.0
     cpu_ratio = bare.cpu_ms / submit.cpu_ms if submit.cpu_ms else float("nan")
@@ -317,6 +394,10 @@ def main() -> int:
             f"{phase.cpu_ms:.2f} ms" if phase.server_cpu_s else "n/a",
         ]
 
+    direct_ratio = [
+        submit_run.rps / bare_run.rps
+        for submit_run, bare_run in zip(direct["POST /tasks"], direct["bare insert"], strict=True)
+    ]
     lines = [
         f"Command: `{command_line()}`",
         "",
@@ -354,6 +435,21 @@ def main() -> int:
         f"Tasks created: {created}, one per 201 answer "
         f"(warm-up included): {'yes' if created == warmup.ok + submit.ok + paced.ok else 'NO'}. "
         f"Peak RSS of the web server (all workers): {mib(sampler.peaks.get('web', 0))}.",
+        "",
+        "The same requests handed straight to Django's WSGI application in the benchmark's process "
+        "after the server stopped (no HTTP, no gunicorn; each thread its own SQLite connection, as "
+        "gunicorn's threads have), to show what the Django side costs alone and what threads sharing "
+        "one interpreter add:",
+        "",
+        "| in process | 1 thread: requests/s | CPU per request | 8 threads: requests/s | CPU per request |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {name} | {one.rps:.0f} | {one.cpu_ms:.2f} ms | {eight.rps:.0f} | {eight.cpu_ms:.2f} ms |"
+            for name, (one, eight) in direct.items()
+        ),
+        "",
+        f"In-process ratio POST /tasks ÷ bare insert: {direct_ratio[0]:.2f} on one thread, "
+        f"{direct_ratio[1]:.2f} on 8.",
         "",
         f"Targets (ratio ≥ {TARGET_RATIO}, p99 < {TARGET_P99_MS:.0f} ms at {args.clients} clients, "
         "0 errors): "
