@@ -234,7 +234,8 @@ def post_many(*, postings: Sequence[Posting], locked: Iterable[Account] | None =
         return ids
     insert_rows(entries)
     changed = [(pk, balance) for pk, balance in balances.items() if balance != rows[pk].balance]
-    update_field(Account, "balance", changed)
+    if changed:
+        update_field(Account, "balance", changed)
     for account_id, balance in changed:
         # Later postings in this transaction start from here, not from the balance when locked.
         rows[account_id].balance = balance
