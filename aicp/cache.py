@@ -1,9 +1,11 @@
-"""The shared file cache (throttles, django-q2's cluster stats), culled at most once a second per thread.
+"""The shared file cache (login and sign-up throttles, django-q2's cluster stats, Duke's encoder lease),
+culled at most once a second per thread.
 
-Django's FileBasedCache lists its whole directory on every write to decide whether to cull. Every
-POST /tasks writes its buyer's throttle history, so that listing, run by 16 threads of two web workers
-at once, was 40% of the time a submission spent in its throttle. Between culls the cache can only pass
-MAX_ENTRIES by what one second's writes add, and the next cull brings it back.
+Django's FileBasedCache lists its whole directory on every write to decide whether to cull. When
+POST /tasks still wrote its buyer's throttle history here, that listing, run by 16 threads of two web
+workers at once, was 40% of the time a submission spent in its throttle (the submit throttle now counts
+from the tasks table). Between culls the cache can only pass MAX_ENTRIES by what one second's writes
+add, and the next cull brings it back.
 """
 
 from __future__ import annotations

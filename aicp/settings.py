@@ -349,8 +349,8 @@ AICP_TASK_MAX_ATTEMPTS = env_int("AICP_TASK_MAX_ATTEMPTS", 3, minimum=1)
 AICP_TASK_RETRY_DELAY_S = env_float("AICP_TASK_RETRY_DELAY_S", 5.0, minimum=0.0)
 AICP_TASK_LEASE_S = env_int("AICP_TASK_LEASE_S", 300, minimum=5)
 AICP_DEFAULT_AGENT = env_str("AICP_DEFAULT_AGENT", "openai-gpt-4o-mini")
-# How long a web process reuses a user or agent row it read (aicp/recent.py); 0 reads them every time.
-# A change made in another process (deactivating a user, re-pricing an agent) applies within this time.
+# How long a web process reuses a decoded JWT and the user row it read (aicp/recent.py); 0 reads them
+# every time. A change made in another process (deactivating a user) applies within this time.
 AICP_RECENT_ROWS_S = env_float("AICP_RECENT_ROWS_S", 2.0, minimum=0.0)
 # Throughput: each drainer job keeps up to AICP_LLM_CONCURRENCY calls in flight; at most AICP_DRAINERS
 # drainers run at once, each for a slice before yielding its worker. The default leaves one worker free:

@@ -6,10 +6,10 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from django.db import connections
 from django.db.models import Count, Q, QuerySet, Sum
 
 from agents.pricing import quantize_money
+from aicp.db import count_rows
 from aicp.exceptions import NotFound
 from tasks.models import ZERO, Account, DrainSlot, Task
 from users.models import User
@@ -42,30 +42,10 @@ def balance_for(*, user_id: int, kind: str) -> Decimal:
 def buyer_submissions_since(*, user_id: int, since: datetime, limit: int) -> int:
     """How many tasks the buyer created since `since`, counted up to `limit` (the submit throttle's rate).
 
-    Every submission asks this. Written as SQL because building the ORM's query took ten times what the
-    database spends counting (0.25 ms against 0.03 ms on this machine); it is the ORM's own statement.
+    Every submission asks this, through aicp.db: building the ORM's query took ten times what the
+    database spends counting (0.25 ms against 0.03 ms on this machine).
     """
-    connection = connections[Task.objects.db]
-    table = connection.ops.quote_name(Task._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE buyer_id = %s AND created_at >= %s "
-            "LIMIT %s) AS recent",
-            [user_id, connection.ops.adapt_datetimefield_value(since), limit],
-        )
-        return cursor.fetchone()[0]
-
-
-def drain_slots_busy(*, slots: int, now: datetime) -> int:
-    """How many of the first `slots` drain slots hold a live lease (every submission asks; SQL as above)."""
-    connection = connections[DrainSlot.objects.db]
-    table = connection.ops.quote_name(DrainSlot._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT COUNT(*) FROM {table} WHERE number < %s AND lease_until > %s",
-            [slots, connection.ops.adapt_datetimefield_value(now)],
-        )
-        return cursor.fetchone()[0]
+    return count_rows(Task, "buyer_id = %s AND created_at >= %s", [user_id, since], limit=limit)
 
 
 def buyer_submission_time(*, user_id: int, since: datetime, newest_first_index: int) -> datetime | None:
@@ -76,6 +56,11 @@ def buyer_submission_time(*, user_id: int, since: datetime, newest_first_index: 
         .values_list("created_at", flat=True)
     )
     return next(iter(times[newest_first_index : newest_first_index + 1]), None)
+
+
+def drain_slots_busy(*, slots: int, now: datetime) -> int:
+    """How many of the first `slots` drain slots hold a live lease (every submission asks; see above)."""
+    return count_rows(DrainSlot, "number < %s AND lease_until > %s", [slots, now])
 
 
 def utc_day_start(now: datetime) -> datetime:
