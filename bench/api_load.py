@@ -159,13 +159,41 @@ async def _client(port: int, request: bytes, deadline: float, phase: Phase | Non
     connection.close()
 
 
-def _request(path: str, body: dict, token: str | None = None) -> bytes:
-    payload = json.dumps(body).encode()
-    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
-    if token:
-        head.append(f"Authorization: Bearer {token}")
-    head.append(f"Content-Length: {len(payload)}")
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+@dataclass(frozen=True)
+class Call:
+    """One client's request: sent over HTTP by the load phases, handed to Django by `in_process`."""
+
+    path: str
+    body: dict
+    token: str | None = None
+
+    @property
+    def payload(self) -> bytes:
+        return json.dumps(self.body).encode()
+
+    def http(self) -> bytes:
+        head = [f"POST {self.path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
+        if self.token:
+            head.append(f"Authorization: Bearer {self.token}")
+        head.append(f"Content-Length: {len(self.payload)}")
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + self.payload
+
+    def environ(self) -> dict[str, object]:
+        environ: dict[str, object] = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": self.path,
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80",
+            "HTTP_HOST": "127.0.0.1",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(self.payload)),
+            "wsgi.input": io.BytesIO(self.payload),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+        }
+        if self.token:
+            environ["HTTP_AUTHORIZATION"] = f"Bearer {self.token}"
+        return environ
 
 
 async def _load(port: int, requests: list[bytes], seconds: float, phase: Phase | None) -> None:
@@ -230,31 +258,14 @@ class InProcess:
     cpu_ms: float
 
 
-def _wsgi_call(application: object, request: bytes) -> int:
-    head, _, payload = request.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    method, path, _ = lines[0].split(" ")
-    environ = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "80",
-        "wsgi.input": io.BytesIO(payload),
-        "wsgi.url_scheme": "http",
-        "wsgi.errors": sys.stderr,
-        "CONTENT_LENGTH": str(len(payload)),
-    }
-    for line in lines[1:]:
-        name, _, value = line.partition(": ")
-        key = name.upper().replace("-", "_")
-        environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
+def _wsgi_call(application: object, call: Call) -> int:
     statuses: list[str] = []
-    body = application(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    body = application(call.environ(), lambda status, headers, exc_info=None: statuses.append(status))
     b"".join(body)
     return int(statuses[0].split()[0])
 
 
-def in_process(requests: list[bytes], *, threads: int, per_thread: int) -> InProcess:
+def in_process(calls: list[Call], *, threads: int, per_thread: int) -> InProcess:
     """What the Django side of a request costs alone, on one thread and with several sharing the GIL
     (and each its own SQLite connection) as gunicorn's threads do."""
     from django.db import connections
@@ -264,17 +275,17 @@ def in_process(requests: list[bytes], *, threads: int, per_thread: int) -> InPro
     failures: list[int] = []
 
     def work(index: int) -> None:
-        request = requests[index % len(requests)]
+        call = calls[index % len(calls)]
         try:
             for _ in range(per_thread):
-                status = _wsgi_call(application, request)
+                status = _wsgi_call(application, call)
                 if not 200 <= status < 300:
                     failures.append(status)
         finally:
             connections.close_all()
 
-    for request in requests[:threads]:
-        _wsgi_call(application, request)  # warm: imports, connections, caches
+    for call in calls[:threads]:
+        _wsgi_call(application, call)  # warm: imports, connections, caches
     workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
     started, cpu_before = time.perf_counter(), time.process_time()
     for worker in workers:
@@ -340,18 +351,12 @@ def main() -> int:
         sampler.start()
         try:
             wait_for_http(f"http://127.0.0.1:{port}/health", accept=(200, 503))
-            bare_requests = [
-                _request("/bench/insert", {"n": i, "text": "x" * 60}) for i in range(args.clients)
-            ]
+            bare_calls = [Call("/bench/insert", {"n": i, "text": "x" * 60}) for i in range(args.clients)]
+            bare_requests = [call.http() for call in bare_calls]
             _, bare = run_phase("bare insert", port, bare_requests, args.seconds, args.warmup_s, web.pid)
-            task_requests = [
-                _request(
-                    "/tasks",
-                    {"description": "Summarise the quarterly report in one sentence.", "complexity": 1},
-                    token,
-                )
-                for token in tokens
-            ]
+            submit_body = {"description": "Summarise the quarterly report in one sentence.", "complexity": 1}
+            task_calls = [Call("/tasks", submit_body, token) for token in tokens]
+            task_requests = [call.http() for call in task_calls]
             tasks_before = Task.objects.count()
             warmup, submit = run_phase(
                 "POST /tasks", port, task_requests, args.seconds, args.warmup_s, web.pid
@@ -367,8 +372,8 @@ def main() -> int:
         gunicorn_log = (data / "gunicorn.log").read_text(errors="replace")[-2000:]
         # After the server stopped, so the two never share the cores.
         direct = {
-            name: [in_process(requests, threads=n, per_thread=args.in_process // n) for n in (1, 8)]
-            for name, requests in (("bare insert", bare_requests), ("POST /tasks", task_requests))
+            name: [in_process(calls, threads=n, per_thread=args.in_process // n) for n in (1, 8)]
+            for name, calls in (("bare insert", bare_calls), ("POST /tasks", task_calls))
         }
 
     ratio = submit.rps / bare.rps if bare.rps else 0.0
