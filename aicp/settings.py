@@ -352,6 +352,9 @@ AICP_DEFAULT_AGENT = env_str("AICP_DEFAULT_AGENT", "openai-gpt-4o-mini")
 # How long a web process reuses a decoded JWT and the user row it read (aicp/recent.py); 0 reads them
 # every time. A change made in another process (deactivating a user) applies within this time.
 AICP_RECENT_ROWS_S = env_float("AICP_RECENT_ROWS_S", 2.0, minimum=0.0)
+# Submissions arriving while another group is being written go in the next group, one transaction for up
+# to this many (aicp/group_commit.py); 1 writes each on its own.
+AICP_SUBMIT_GROUP_MAX = env_int("AICP_SUBMIT_GROUP_MAX", 32, minimum=1)
 # Throughput: each drainer job keeps up to AICP_LLM_CONCURRENCY calls in flight; at most AICP_DRAINERS
 # drainers run at once, each for a slice before yielding its worker. The default leaves one worker free:
 # a drainer holds its worker for up to AICP_DRAIN_SLICE_S, and with every worker draining, Duke's training

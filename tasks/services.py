@@ -33,11 +33,12 @@ from aicp.exceptions import (
     SpendCapExceeded,
     Unprocessable,
 )
+from aicp.group_commit import GroupCommit
 from duke import audit as duke_audit
 from duke.router import RouteDecision, route
 from duke.services import sample_correct, sample_record
 from tasks import ledger
-from tasks.models import Account, DrainSlot, IdempotencyKey, Task
+from tasks.models import ZERO, Account, DrainSlot, IdempotencyKey, Task
 from tasks.selectors import buyer_committed_today, drain_slots_busy, utc_day_start
 from users.models import User
 from users.services import user_register
@@ -111,16 +112,18 @@ def buyer_daily_spend_cap(*, user: User) -> Decimal | None:
     return user.daily_spend_cap if user.daily_spend_cap is not None else settings.AICP_DAILY_SPEND_CAP
 
 
-def _check_spend_cap(*, task: Task) -> None:
+def _check_spend_cap(*, task: Task, committed_alongside: Decimal = ZERO) -> None:
     """Refuses a task whose quote would take today's (UTC) committed spend over the buyer's cap.
 
     Runs after the buyer's accounts are locked, so two concurrent submissions cannot both squeeze under it.
+    ``committed_alongside``: the buyer's quotes accepted earlier in the same transaction, not written yet.
     """
     cap = buyer_daily_spend_cap(user=task.buyer)
     if cap is None:
         return
     now = timezone.now()
     committed = buyer_committed_today(user_id=task.buyer_id, now=now, exclude_task_id=task.pk)
+    committed += committed_alongside
     if committed + task.price <= cap:
         return
     midnight = utc_day_start(now) + timedelta(days=1)
@@ -133,31 +136,59 @@ def _check_spend_cap(*, task: Task) -> None:
     )
 
 
-def _hold(*, task: Task) -> None:
-    """Moves the quote from the buyer's available balance into escrow, or refuses the task (402 / 429)."""
-    available_key = ledger.user_key(user_id=task.buyer_id, kind=Account.Kind.BUYER)
-    escrow_key = ledger.user_key(user_id=task.buyer_id, kind=Account.Kind.ESCROW)
-    # Found and locked in one statement; the posting below reuses the locked rows instead of locking again.
-    locked = ledger.lock([available_key, escrow_key])
-    available_account, escrow = locked[available_key], locked[escrow_key]
-    _check_spend_cap(task=task)
-    available = available_account.balance
-    if available < task.price:
-        raise InsufficientFunds(
-            f"Insufficient balance: this task costs {task.price} but your available balance is "
-            f"{available} ({escrow.balance} is held for unfinished tasks). "
-            "Add credit or lower the complexity.",
-            fields={"price": [str(task.price)], "balance": [str(available)]},
-        )
-    ledger.post(
-        legs=[
-            ledger.Leg(available_account, -task.price, "hold"),
-            ledger.Leg(escrow, task.price, "hold"),
-        ],
-        task=task,
-        memo=f"hold for task {task.id}",
-        locked=locked.values(),
+def _hold_keys(buyer_id: int) -> tuple[ledger.AccountKey, ledger.AccountKey]:
+    """The buyer's available balance and escrow: where a hold takes the quote from and puts it."""
+    return (
+        ledger.user_key(user_id=buyer_id, kind=Account.Kind.BUYER),
+        ledger.user_key(user_id=buyer_id, kind=Account.Kind.ESCROW),
     )
+
+
+def _insert_held(*, tasks: Sequence[Task]) -> list[Task | DomainError]:
+    """Holds each task's quote in escrow and inserts the tasks held; returns each task or its refusal.
+
+    The tasks (quoted, not saved) are decided one by one in order, exactly as if submitted one after the
+    other: a task is refused (InsufficientFunds, 402; SpendCapExceeded, 429) on the balance and the day's
+    spend its buyer has after the tasks before it. Those held are written with one INSERT of tasks, one of
+    ledger entries and one balance UPDATE statement. The caller holds the transaction.
+    """
+    keys = {key for task in tasks for key in _hold_keys(task.buyer_id)}
+    # Found and locked in one statement; the posting below reuses the locked rows instead of locking again.
+    locked = ledger.lock(keys)
+    held_alongside: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    outcomes: list[Task | DomainError] = []
+    postings = []
+    for task in tasks:
+        available_key, escrow_key = _hold_keys(task.buyer_id)
+        earlier = held_alongside[task.buyer_id]
+        available = locked[available_key].balance - earlier
+        try:
+            _check_spend_cap(task=task, committed_alongside=earlier)
+            if available < task.price:
+                raise InsufficientFunds(
+                    f"Insufficient balance: this task costs {task.price} but your available balance is "
+                    f"{available} ({locked[escrow_key].balance + earlier} is held for unfinished tasks). "
+                    "Add credit or lower the complexity.",
+                    fields={"price": [str(task.price)], "balance": [str(available)]},
+                )
+        except DomainError as refusal:
+            outcomes.append(refusal)
+            continue
+        held_alongside[task.buyer_id] = earlier + task.price
+        outcomes.append(task)
+        postings.append(
+            ledger.Posting(
+                [
+                    ledger.Leg(locked[available_key], -task.price, "hold"),
+                    ledger.Leg(locked[escrow_key], task.price, "hold"),
+                ],
+                task,
+                f"hold for task {task.id}",
+            )
+        )
+    insert_rows([posting.task for posting in postings])
+    ledger.post_many(postings=postings, locked=locked.values())
+    return outcomes
 
 
 def _fee(price: Decimal) -> Decimal:
@@ -241,15 +272,15 @@ def _resolve_agent(requested: str) -> Agent:
     return agent
 
 
-def _create_held_task(*, buyer: User, request: TaskRequest, agent: Agent, **fields: object) -> Task:
-    """Both submit paths: the agent's quote, the task row, and the quote held in escrow (or a refusal)."""
+def _quoted_task(*, buyer: User, request: TaskRequest, agent: Agent, **fields: object) -> Task:
+    """The task the request describes, with the agent's quote as its price; not saved."""
     price = quote(
         price_per_unit=agent.price_per_unit,
         complexity=request.complexity,
         success_count=agent.success_count,
         failure_count=agent.failure_count,
     )
-    task = Task(
+    return Task(
         buyer=buyer,
         description=request.description,
         complexity=request.complexity,
@@ -260,17 +291,23 @@ def _create_held_task(*, buyer: User, request: TaskRequest, agent: Agent, **fiel
         price=price,
         **fields,
     )
-    insert_rows([task])
-    _hold(task=task)
-    return task
+
+
+def _create_held_task(*, buyer: User, request: TaskRequest, agent: Agent, **fields: object) -> Task:
+    """One submission: the agent's quote, the task row, and the quote held in escrow (or a refusal)."""
+    (outcome,) = _insert_held(tasks=[_quoted_task(buyer=buyer, request=request, agent=agent, **fields)])
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
 
 
 def task_submit(*, buyer: User, request: TaskRequest) -> Task:
     """Quotes, holds the quote in escrow and enqueues execution when the transaction commits.
 
-    The reads come first, outside the writing transaction (unless the caller has one): routing, which may
-    encode the text (tens of ms), and the agent lookup. On SQLite a transaction holds the database's one
-    write lock from BEGIN on, and every other writer (submissions, the drainers) waits for it meanwhile.
+    Routing comes first, outside the writing transaction (unless the caller has one): it may encode the
+    text (tens of ms), and on SQLite a transaction holds the database's one write lock from BEGIN on, so
+    every other writer (submissions, the drainers) would wait for it. A submission for an agent is
+    written with the others arriving in this process meanwhile (``task_submit_many``, group commit).
     """
     if request.agent == "auto" and request.labels:
         duke = agent_duke()
@@ -282,17 +319,58 @@ def task_submit(*, buyer: User, request: TaskRequest) -> Task:
         )
         if duke is not None and decision is not None:
             return _submit_served_by_duke(buyer=buyer, request=request, duke=duke, decision=decision)
-    return _submit_to_agent(buyer=buyer, request=request, agent=_resolve_agent(request.agent))
+    if transaction.get_connection().in_atomic_block:
+        # The caller's transaction decides when this commits, so it cannot join a group's.
+        (outcome,) = task_submit_many(submissions=[(buyer, request)])
+    else:
+        outcome = _submissions.submit((buyer, request))
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
 
 
 @transaction.atomic
-def _submit_to_agent(*, buyer: User, request: TaskRequest, agent: Agent) -> Task:
-    task = _create_held_task(buyer=buyer, request=request, agent=agent)
-    from tasks import jobs
+def task_submit_many(*, submissions: Sequence[tuple[User, TaskRequest]]) -> list[Task | DomainError]:
+    """Submissions for agents (not answered by Duke) written together; each task or its refusal, in order.
 
-    transaction.on_commit(lambda: jobs.enqueue_execution(task.id))
-    logger.info("Task %s SUBMITTED to %s at %s", task.short_id, agent.name, task.price)
-    return task
+    Each is decided exactly as if submitted alone, one after the other in this order: the requested
+    agent (read in this transaction, so the quote uses its current reputation), the quote, the buyer's
+    spend cap and balance. The accepted ones share one transaction and its INSERTs, and one request for a
+    drainer when it commits.
+    """
+    agents: dict[str, Agent] = {}
+    outcomes: list[Task | DomainError | None] = []
+    quoted: list[tuple[int, Task]] = []
+    for buyer, request in submissions:
+        try:
+            if request.agent not in agents:
+                agents[request.agent] = _resolve_agent(request.agent)
+        except DomainError as refusal:  # each its own: an exception object is raised in one thread only
+            outcomes.append(refusal)
+            continue
+        quoted.append(
+            (len(outcomes), _quoted_task(buyer=buyer, request=request, agent=agents[request.agent]))
+        )
+        outcomes.append(None)
+    held = _insert_held(tasks=[task for _, task in quoted])
+    for (index, _), outcome in zip(quoted, held, strict=True):
+        outcomes[index] = outcome
+    accepted = [outcome for outcome in outcomes if isinstance(outcome, Task)]
+    if accepted:
+        from tasks import jobs
+
+        # A drainer claims every pending task, so one request covers the whole group.
+        transaction.on_commit(lambda: jobs.enqueue_execution(accepted[0].id))
+    for task in accepted:
+        logger.info("Task %s SUBMITTED to %s at %s", task.short_id, task.agent.name, task.price)
+    return outcomes  # type: ignore[return-value]
+
+
+# Concurrent submissions in this process are written in groups (see aicp.group_commit).
+_submissions: GroupCommit[tuple[User, TaskRequest], Task | DomainError] = GroupCommit(
+    lambda group: task_submit_many(submissions=group),
+    max_group=lambda: settings.AICP_SUBMIT_GROUP_MAX,
+)
 
 
 @transaction.atomic

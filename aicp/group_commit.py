@@ -1,0 +1,127 @@
+"""Group commit: concurrent callers' writes carried out together, in one transaction per group.
+
+On SQLite every write transaction holds the database's one write lock, and its fixed costs (BEGIN,
+COMMIT's WAL append, taking turns with the other threads and processes) were most of a submission's
+time under load. Here, a caller whose write finds another group being written does not start a
+transaction of its own: it queues, and the next group takes everything queued since, up to a maximum.
+
+There is no background thread. The first caller to find nobody writing leads: it writes one group (its
+own item first) on its own thread and database connection, hands the lead to the oldest caller still
+queued, and returns. So each caller writes at most one group, nobody waits for a group larger than the
+maximum, and no group waits for more items to arrive: the groups are as large as the load makes them.
+
+The write function gets the items and returns one result per item, in order; an item's result may be an
+exception, which is raised in that item's caller. When the whole write fails (an error it did not turn
+into one item's result), every item of a group of several is written again alone, so that one bad item
+fails only its own caller. A database that cannot be written at all (an OperationalError: locked, disk
+I/O) fails the group at once, since writing the items one by one would only wait that much longer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+from django.db import OperationalError
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class _Waiter(Generic[Item, Result]):
+    __slots__ = ("item", "result", "error", "leads", "done")
+
+    def __init__(self, item: Item) -> None:
+        self.item = item
+        self.result: Result | None = None
+        self.error: BaseException | None = None
+        self.leads = False
+        self.done = threading.Event()
+
+    def outcome(self) -> Result:
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]
+
+
+class GroupCommit(Generic[Item, Result]):
+    """Writes callers' items in groups of up to ``max_group()`` through ``write`` (see the module)."""
+
+    def __init__(
+        self,
+        write: Callable[[Sequence[Item]], Sequence[Result | Exception]],
+        *,
+        max_group: Callable[[], int],
+    ) -> None:
+        self._write = write
+        self._max_group = max_group
+        self._guard = threading.Lock()
+        self._queued: list[_Waiter[Item, Result]] = []
+        # Invariant: while nobody leads, nothing is queued.
+        self._leading = False
+
+    def submit(self, item: Item) -> Result:
+        """Writes the item (with whatever else is queued) and returns its result, or raises its error."""
+        waiter: _Waiter[Item, Result] = _Waiter(item)
+        with self._guard:
+            self._queued.append(waiter)
+            leads = not self._leading
+            self._leading = True
+        if not leads:
+            waiter.done.wait()
+            if not waiter.leads:
+                return waiter.outcome()
+        self._lead()
+        return waiter.outcome()
+
+    def _lead(self) -> None:
+        with self._guard:
+            size = max(1, self._max_group())
+            group, self._queued = self._queued[:size], self._queued[size:]
+        try:
+            self._write_group(group)
+        finally:
+            with self._guard:
+                if self._queued:
+                    successor = self._queued[0]
+                    successor.leads = True
+                    successor.done.set()
+                else:
+                    self._leading = False
+            for waiter in group[1:]:  # group[0] is this thread's own caller
+                waiter.done.set()
+
+    def _write_group(self, group: list[_Waiter[Item, Result]]) -> None:
+        try:
+            self._settle(group, self._write([waiter.item for waiter in group]))
+            return
+        except OperationalError as error:
+            failure: BaseException = error
+        except Exception as error:  # noqa: BLE001 - retried one by one below, each keeping its own error
+            if len(group) == 1:
+                failure = error
+            else:
+                for waiter in group:
+                    self._write_alone(waiter)
+                return
+        except BaseException as error:
+            failure = error
+        for waiter in group:
+            waiter.error = failure
+
+    def _write_alone(self, waiter: _Waiter[Item, Result]) -> None:
+        try:
+            self._settle([waiter], self._write([waiter.item]))
+        except BaseException as error:  # noqa: BLE001 - it is this item's caller's to raise
+            waiter.error = error
+
+    @staticmethod
+    def _settle(group: list[_Waiter[Item, Result]], results: Sequence[Result | Exception]) -> None:
+        if len(results) != len(group):
+            raise RuntimeError(f"group write returned {len(results)} results for {len(group)} items")
+        for waiter, result in zip(group, results, strict=True):
+            if isinstance(result, Exception):
+                waiter.error = result
+            else:
+                waiter.result = result

@@ -1,0 +1,145 @@
+"""Submissions written in groups (group commit): each decided as if alone, the money exact, none lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+from unittest import mock
+
+import pytest
+from django.db import connection
+
+from aicp.exceptions import InsufficientFunds, NotFound, SpendCapExceeded
+from tasks import services
+from tasks.models import Account, LedgerEntry, Task
+from tasks.services import TaskRequest, task_submit, task_submit_many
+from tests.factories import make_buyer
+
+pytestmark = pytest.mark.django_db
+
+SUMMARY = TaskRequest(description="Summarise this.", complexity=1)  # quoted 0.0200 by the default agent
+
+
+def _balances(user) -> tuple[Decimal, Decimal]:
+    accounts = {a.kind: a.balance for a in Account.objects.filter(user=user)}
+    return accounts[Account.Kind.BUYER], accounts[Account.Kind.ESCROW]
+
+
+def _set_available(user, amount: str) -> None:
+    Account.objects.filter(user=user, kind=Account.Kind.BUYER).update(balance=Decimal(amount))
+
+
+def test_each_submission_in_a_group_is_decided_on_what_the_ones_before_it_left(
+    buyer, other_buyer, django_capture_on_commit_callbacks
+):
+    _set_available(buyer, "0.0300")  # enough for one 0.0200 task, not two
+    with django_capture_on_commit_callbacks() as callbacks:
+        outcomes = task_submit_many(
+            submissions=[
+                (buyer, SUMMARY),
+                (other_buyer, SUMMARY),
+                (buyer, SUMMARY),
+                (buyer, TaskRequest(description="x", complexity=1, agent="no-such-agent")),
+                (other_buyer, SUMMARY),
+            ]
+        )
+
+    first, other_first, refused, unknown, other_second = outcomes
+    assert all(isinstance(task, Task) for task in (first, other_first, other_second))
+    assert isinstance(refused, InsufficientFunds)
+    # What the buyer has after the group's first hold, and what that hold put in escrow.
+    assert refused.fields["balance"] == ["0.0100"] and "(0.0200 is held" in refused.message
+    assert isinstance(unknown, NotFound)
+
+    assert set(Task.objects.values_list("pk", flat=True)) == {first.pk, other_first.pk, other_second.pk}
+    assert _balances(buyer) == (Decimal("0.0100"), Decimal("0.0200"))
+    assert _balances(other_buyer) == (Decimal("99.9600"), Decimal("0.0400"))
+    holds = LedgerEntry.objects.filter(kind="hold")
+    assert holds.count() == 6 and sum(entry.amount for entry in holds) == 0
+    assert {entry.task_id for entry in holds} == {first.pk, other_first.pk, other_second.pk}
+    # A drainer claims every pending task: one request for the whole group.
+    assert len(callbacks) == 1
+
+
+def test_the_spend_cap_counts_the_buyers_earlier_submissions_in_the_same_group(buyer, settings):
+    settings.AICP_DAILY_SPEND_CAP = Decimal("0.0500")
+    first, second, third = task_submit_many(submissions=[(buyer, SUMMARY)] * 3)
+    assert isinstance(first, Task) and isinstance(second, Task)
+    assert isinstance(third, SpendCapExceeded)
+    assert "already committed 0.0400" in third.message
+    assert Task.objects.filter(buyer=buyer).count() == 2
+
+
+def test_the_quote_uses_the_agents_reputation_as_read_inside_the_groups_transaction(buyer):
+    from agents.models import Agent
+
+    agent = Agent.objects.get(name="openai-gpt-4o-mini")
+    (before,) = task_submit_many(submissions=[(buyer, SUMMARY)])
+    Agent.objects.filter(pk=agent.pk).update(success_count=0, failure_count=50)
+    (after,) = task_submit_many(submissions=[(buyer, SUMMARY)])
+    assert after.price < before.price
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_concurrent_submissions_are_grouped_and_every_one_is_held_exactly_once(default_agents):
+    buyers = [make_buyer(f"grouped-{n}") for n in range(4)]
+    groups: list[int] = []
+    real_submit_many = services.task_submit_many
+    first_group_open = threading.Event()
+    callers = 12
+
+    def held_first_group(*, submissions):
+        # The first group waits inside its write until every other caller has queued behind it, so the
+        # rest must be written as groups (of at most AICP_SUBMIT_GROUP_MAX).
+        groups.append(len(submissions))
+        if len(groups) == 1:
+            first_group_open.set()
+            deadline = time.monotonic() + 20
+            while len(services._submissions._queued) < callers - 1 and time.monotonic() < deadline:
+                time.sleep(0.002)
+        return real_submit_many(submissions=submissions)
+
+    results: list = []
+    errors: list = []
+
+    def send(index: int) -> None:
+        try:
+            if index:
+                assert first_group_open.wait(20)
+            results.append(task_submit(buyer=buyers[index % len(buyers)], request=SUMMARY))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    with (
+        mock.patch.object(services, "task_submit_many", held_first_group),
+        mock.patch("django.conf.settings.AICP_SUBMIT_GROUP_MAX", 5),
+        mock.patch("tasks.jobs.enqueue_execution") as enqueued,
+    ):
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(callers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+
+    assert not errors
+    assert groups == [1, 5, 5, 1]
+    assert enqueued.call_count == len(groups)
+    assert len({task.pk for task in results}) == callers
+    assert Task.objects.count() == callers
+    for buyer in buyers:
+        assert _balances(buyer) == (Decimal("99.9400"), Decimal("0.0600"))  # three tasks of 0.0200 each
+    holds = LedgerEntry.objects.filter(kind="hold")
+    assert holds.count() == 2 * callers and sum(entry.amount for entry in holds) == 0
+    assert {entry.task_id for entry in holds} == {task.pk for task in results}
+
+
+def test_inside_a_callers_transaction_a_submission_is_written_there_and_then(buyer):
+    from django.db import transaction
+
+    with mock.patch.object(services._submissions, "submit") as grouped, transaction.atomic():
+        task = task_submit(buyer=buyer, request=SUMMARY)
+        assert Task.objects.filter(pk=task.pk).exists()
+    grouped.assert_not_called()
