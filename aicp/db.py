@@ -70,19 +70,47 @@ def update_field(model: type[Model], field_name: str, values: Iterable[tuple[obj
         cursor.executemany(_updates[shape], params)
 
 
+def _adapted(connection: object, params: Sequence[object]) -> list[object]:
+    # Datetime parameters as the ORM adapts them for the backend (SQLite compares them as text).
+    return [
+        connection.ops.adapt_datetimefield_value(value) if isinstance(value, datetime) else value  # type: ignore[attr-defined]
+        for value in params
+    ]
+
+
 def count_rows(model: type[Model], where: str, params: Sequence[object], *, limit: int | None = None) -> int:
     """How many of the model's rows match ``where`` (SQL over its columns, ``%s`` placeholders), counted
-    up to ``limit`` when given. Datetime parameters are adapted as the ORM adapts them for the backend.
+    up to ``limit`` when given.
     """
     connection = connections[router.db_for_read(model)]
     rows = f"SELECT 1 FROM {connection.ops.quote_name(model._meta.db_table)} WHERE {where}"
-    values = [
-        connection.ops.adapt_datetimefield_value(value) if isinstance(value, datetime) else value
-        for value in params
-    ]
+    values = _adapted(connection, params)
     if limit is not None:
         rows += " LIMIT %s"
         values.append(limit)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT COUNT(*) FROM ({rows}) AS matching", values)
         return cursor.fetchone()[0]
+
+
+def count_rows_each(
+    model: type[Model], column: str, keys: Sequence[int], where: str, params: Sequence[object], *, limit: int
+) -> dict[int, int]:
+    """``count_rows`` for each of several values of an integer ``column``, in one statement: for every
+    key, its rows that match ``where`` too, counted up to ``limit``.
+    """
+    if not keys:
+        return {}
+    connection = connections[router.db_for_read(model)]
+    quote = connection.ops.quote_name
+    rows = f"SELECT 1 FROM {quote(model._meta.db_table)} WHERE {quote(column)} = %s AND ({where}) LIMIT %s"
+    # The key is a parameter of its own subquery: PostgreSQL wants its type, SQLite takes it as it is.
+    key_column = "CAST(%s AS BIGINT)" if connection.vendor == "postgresql" else "%s"
+    one = f"SELECT {key_column}, (SELECT COUNT(*) FROM ({rows}) AS matching)"
+    values = _adapted(connection, params)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            " UNION ALL ".join([one] * len(keys)),
+            [value for key in keys for value in (key, key, *values, limit)],
+        )
+        return {key: count for key, count in cursor.fetchall()}

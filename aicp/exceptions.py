@@ -46,13 +46,22 @@ class InsufficientFunds(DomainError):
     code = "insufficient_funds"
 
 
-class SpendCapExceeded(DomainError):
+class RetryLater(DomainError):
+    """429 with Retry-After: the request is fine, but not now."""
+
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    code = "spend_cap_exceeded"
 
     def __init__(self, message: str, *, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class SpendCapExceeded(RetryLater):
+    code = "spend_cap_exceeded"
+
+
+class SubmitRateExceeded(RetryLater):
+    code = "throttled"  # the code DRF's throttles answer with, for every rate limit alike
 
 
 def _messages(value: Any) -> list[str]:
@@ -90,7 +99,7 @@ def error_response(status_code: int, code: str, message: str, fields: dict | Non
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, DomainError):
         response = error_response(exc.status_code, exc.code, exc.message, exc.fields)
-        if isinstance(exc, SpendCapExceeded):
+        if isinstance(exc, RetryLater):
             response["Retry-After"] = str(exc.retry_after_s)
         return response
     if isinstance(exc, RequestDataTooBig):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
@@ -17,14 +15,9 @@ from rest_framework.views import APIView
 
 from aicp.serializers import SharedFieldsMixin, StrictJSONTypesMixin
 from tasks.models import Account, Task
-from tasks.selectors import (
-    balance_for,
-    buyer_submission_time,
-    buyer_submissions_since,
-    task_get_visible,
-    task_list_visible,
-)
+from tasks.selectors import balance_for, task_get_visible, task_list_visible
 from tasks.services import (
+    SubmitLimit,
     TaskRequest,
     buyer_register,
     task_feedback,
@@ -42,15 +35,13 @@ MAX_IDEMPOTENCY_KEY = 255
 IDEMPOTENCY_KEY_RE = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}")
 
 
-class SubmitThrottle(SimpleRateThrottle):
-    """At most AICP_THROTTLE_SUBMIT tasks per buyer per window, counted from the buyer's tasks themselves.
+class SubmitRate(SimpleRateThrottle):
+    """AICP_THROTTLE_SUBMIT, parsed as DRF parses a rate; task_submit enforces it (``SubmitLimit``).
 
-    DRF's throttles keep each user's request history in the cache and rewrite it on every request; with
-    the file cache that write was the largest single cost of a submission. The tasks table already holds
-    every submission's time under an index on (buyer, created_at), so the window is one indexed count.
-    Like DRF's own, the check is not atomic with the insert: concurrent submissions of one buyer can pass
-    it together, by at most the number of requests in flight. Refused requests create no task and do not
-    count; an idempotent replay creates none either.
+    Not a throttle in front of the view: the limit is checked inside the transaction that writes the task,
+    with the buyer's accounts locked, so concurrent submissions cannot pass it together, and it counts
+    tasks created (the tasks table keeps each one's time under an index on (buyer, created_at)). Refused
+    requests and idempotent replays create no task and do not count.
     """
 
     scope = "submit"
@@ -58,21 +49,8 @@ class SubmitThrottle(SimpleRateThrottle):
     def get_cache_key(self, request: Request, view: APIView) -> str | None:
         return None  # unused: the history is the tasks table
 
-    def allow_request(self, request: Request, view: APIView) -> bool:
-        if self.rate is None or not request.user.is_authenticated:
-            return True
-        now = timezone.now()
-        since = now - timedelta(seconds=self.duration)
-        user_id = request.user.pk
-        if buyer_submissions_since(user_id=user_id, since=since, limit=self.num_requests) < self.num_requests:
-            return True
-        # Throttled: a slot frees up when the oldest of the last `num_requests` submissions leaves the window.
-        oldest = buyer_submission_time(user_id=user_id, since=since, newest_first_index=self.num_requests - 1)
-        self.wait_s = (oldest + timedelta(seconds=self.duration) - now).total_seconds() if oldest else 1.0
-        return False
-
-    def wait(self) -> float:
-        return max(1.0, self.wait_s)
+    def limit(self) -> SubmitLimit | None:
+        return None if self.rate is None else SubmitLimit(count=self.num_requests, window_s=self.duration)
 
 
 class TaskOutputSerializer(SharedFieldsMixin, serializers.ModelSerializer):
@@ -158,8 +136,7 @@ class TaskListApi(APIView):
     # Declared on the class so the schema documents the paginated envelope the list really returns.
     pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
 
-    def get_throttles(self) -> list:
-        return [SubmitThrottle()] if self.request.method == "POST" else []
+    throttle_classes: list = []  # POST /tasks is limited inside its write (SubmitRate)
 
     @extend_schema(
         parameters=[OpenApiParameter("status", str, enum=[choice for choice, _ in Task.Status.choices])],
@@ -198,7 +175,12 @@ class TaskListApi(APIView):
             404: OpenApiResponse(description="No active agent with the requested name."),
             409: OpenApiResponse(description="The same Idempotency-Key is still being processed."),
             422: OpenApiResponse(description="The Idempotency-Key was used with a different body."),
-            429: OpenApiResponse(description="Daily spend cap reached; Retry-After: seconds to midnight UTC"),
+            429: OpenApiResponse(
+                description=(
+                    "Submit rate limit (code throttled; Retry-After: seconds until a place frees up) or "
+                    "daily spend cap reached (code spend_cap_exceeded; Retry-After: seconds to midnight UTC)."
+                )
+            ),
         },
     )
     def post(self, request: Request) -> Response:
@@ -221,14 +203,16 @@ class TaskListApi(APIView):
             labels=tuple(data["labels"]) if data["labels"] else None,
             agent=data["agent"],
         )
+        limit = SubmitRate().limit()
         if key is None:
-            task = task_submit(buyer=request.user, request=task_request)
+            task = task_submit(buyer=request.user, request=task_request, limit=limit)
             return Response(TaskOutputSerializer(task).data, status=status.HTTP_201_CREATED)
         result = task_submit_idempotent(
             buyer=request.user,
             request=task_request,
             key=key,
             render=lambda task: TaskOutputSerializer(task).data,
+            limit=limit,
         )
         response = Response(result.body, status=result.status_code)
         if result.replayed:

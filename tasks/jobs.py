@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
 
 from django.conf import settings
@@ -23,6 +24,12 @@ DRAIN_QUEUED_TTL_S = 30.0
 def enqueue_execution(task_id: uuid.UUID, *, delay_s: float = 0.0) -> None:
     """The task can run now (or after ``delay_s``): make sure a drainer will pick it up."""
     request_drain(delay_s=delay_s)
+
+
+def enqueue_executions(task_ids: Collection[uuid.UUID]) -> None:
+    """These tasks can run now: one drainer request covers them all (a drainer claims every pending task)."""
+    if task_ids:
+        request_drain()
 
 
 def request_drain(*, delay_s: float = 0.0) -> None:

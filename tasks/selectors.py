@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.db.models import Count, Q, QuerySet, Sum
 
 from agents.pricing import quantize_money
-from aicp.db import count_rows
+from aicp.db import count_rows, count_rows_each
 from aicp.exceptions import NotFound
 from tasks.models import ZERO, Account, DrainSlot, Task
 from users.models import User
@@ -39,13 +40,13 @@ def balance_for(*, user_id: int, kind: str) -> Decimal:
     return account.balance if account else ZERO
 
 
-def buyer_submissions_since(*, user_id: int, since: datetime, limit: int) -> int:
-    """How many tasks the buyer created since `since`, counted up to `limit` (the submit throttle's rate).
+def buyer_submission_counts(*, user_ids: Collection[int], since: datetime, limit: int) -> dict[int, int]:
+    """How many tasks each buyer created since `since`, each counted up to `limit` (the submit limit).
 
-    Every submission asks this, through aicp.db: building the ORM's query took ten times what the
-    database spends counting (0.25 ms against 0.03 ms on this machine).
+    One statement for a whole group of submissions: a capped count per buyer under the index on (buyer,
+    created_at), through aicp.db (building ORM queries cost ten times what the database spends counting).
     """
-    return count_rows(Task, "buyer_id = %s AND created_at >= %s", [user_id, since], limit=limit)
+    return count_rows_each(Task, "buyer_id", sorted(user_ids), "created_at >= %s", [since], limit=limit)
 
 
 def buyer_submission_time(*, user_id: int, since: datetime, newest_first_index: int) -> datetime | None:

@@ -31,6 +31,7 @@ from aicp.exceptions import (
     InsufficientFunds,
     NotFound,
     SpendCapExceeded,
+    SubmitRateExceeded,
     Unprocessable,
 )
 from aicp.group_commit import GroupCommit
@@ -39,7 +40,13 @@ from duke.router import RouteDecision, route
 from duke.services import sample_correct, sample_record
 from tasks import ledger
 from tasks.models import ZERO, Account, DrainSlot, IdempotencyKey, Task
-from tasks.selectors import buyer_committed_today, drain_slots_busy, utc_day_start
+from tasks.selectors import (
+    buyer_committed_today,
+    buyer_submission_counts,
+    buyer_submission_time,
+    drain_slots_busy,
+    utc_day_start,
+)
 from users.models import User
 from users.services import user_register
 
@@ -144,25 +151,89 @@ def _hold_keys(buyer_id: int) -> tuple[ledger.AccountKey, ledger.AccountKey]:
     )
 
 
-def _insert_held(*, tasks: Sequence[Task]) -> list[Task | DomainError]:
+@dataclass(frozen=True)
+class SubmitLimit:
+    """At most ``count`` tasks per buyer in any ``window_s`` seconds (the API's AICP_THROTTLE_SUBMIT)."""
+
+    count: int
+    window_s: int
+
+
+def _check_submit_limit(
+    *, task: Task, limit: SubmitLimit, created: int, created_alongside: int, now: datetime
+) -> None:
+    """Refuses a task that would be the buyer's (count + 1)-th in the window (SubmitRateExceeded, 429).
+
+    ``created``: the buyer's tasks in the window, counted up to the limit; ``created_alongside``: those
+    accepted earlier in the same transaction, not written yet. Checked with the buyer's accounts locked,
+    so concurrent submissions cannot pass it together.
+    """
+    if created + created_alongside < limit.count:
+        return
+    window = timedelta(seconds=limit.window_s)
+    # A place frees up when the oldest of the last `count` submissions leaves the window.
+    index = limit.count - 1 - created_alongside
+    oldest = (
+        buyer_submission_time(user_id=task.buyer_id, since=now - window, newest_first_index=index)
+        if index >= 0
+        else None
+    )
+    wait_s = (oldest + window - now).total_seconds() if oldest else float(limit.window_s)
+    retry_after_s = max(1, math.ceil(wait_s))
+    raise SubmitRateExceeded(
+        f"Too many submissions: at most {limit.count} tasks per {limit.window_s} s. "
+        f"Try again in {retry_after_s} s.",
+        retry_after_s=retry_after_s,
+    )
+
+
+def _created_in_window(
+    items: Sequence[tuple[Task, SubmitLimit | None]], now: datetime
+) -> dict[tuple[int, SubmitLimit], int]:
+    """Each limited buyer's tasks in its limit's window, counted up to the limit; a statement per limit."""
+    buyers_by_limit: dict[SubmitLimit, set[int]] = defaultdict(set)
+    for task, limit in items:
+        if limit is not None:
+            buyers_by_limit[limit].add(task.buyer_id)
+    created: dict[tuple[int, SubmitLimit], int] = {}
+    for limit, buyer_ids in buyers_by_limit.items():
+        since = now - timedelta(seconds=limit.window_s)
+        counts = buyer_submission_counts(user_ids=buyer_ids, since=since, limit=limit.count)
+        created |= {(buyer_id, limit): count for buyer_id, count in counts.items()}
+    return created
+
+
+def _insert_held(*, items: Sequence[tuple[Task, SubmitLimit | None]]) -> list[Task | DomainError]:
     """Holds each task's quote in escrow and inserts the tasks held; returns each task or its refusal.
 
-    The tasks (quoted, not saved) are decided one by one in order, exactly as if submitted one after the
-    other: a task is refused (InsufficientFunds, 402; SpendCapExceeded, 429) on the balance and the day's
-    spend its buyer has after the tasks before it. Those held are written with one INSERT of tasks, one of
-    ledger entries and one balance UPDATE statement. The caller holds the transaction.
+    The tasks (quoted, not saved; each with the buyer's submit limit, if any) are decided one by one in
+    order, exactly as if submitted one after the other: a task is refused (SubmitRateExceeded and
+    SpendCapExceeded, 429; InsufficientFunds, 402) on the tasks, the day's spend and the balance its buyer
+    has after the tasks before it. Those held are written with one INSERT of tasks, one of ledger entries
+    and one balance UPDATE statement. The caller holds the transaction.
     """
-    keys = {key for task in tasks for key in _hold_keys(task.buyer_id)}
+    keys = {key for task, _ in items for key in _hold_keys(task.buyer_id)}
     # Found and locked in one statement; the posting below reuses the locked rows instead of locking again.
     locked = ledger.lock(keys)
+    now = timezone.now()
+    created = _created_in_window(items, now)
     held_alongside: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    created_alongside: dict[int, int] = defaultdict(int)
     outcomes: list[Task | DomainError] = []
     postings = []
-    for task in tasks:
+    for task, limit in items:
         available_key, escrow_key = _hold_keys(task.buyer_id)
         earlier = held_alongside[task.buyer_id]
         available = locked[available_key].balance - earlier
         try:
+            if limit is not None:
+                _check_submit_limit(
+                    task=task,
+                    limit=limit,
+                    created=created[(task.buyer_id, limit)],
+                    created_alongside=created_alongside[task.buyer_id],
+                    now=now,
+                )
             _check_spend_cap(task=task, committed_alongside=earlier)
             if available < task.price:
                 raise InsufficientFunds(
@@ -175,6 +246,7 @@ def _insert_held(*, tasks: Sequence[Task]) -> list[Task | DomainError]:
             outcomes.append(refusal)
             continue
         held_alongside[task.buyer_id] = earlier + task.price
+        created_alongside[task.buyer_id] += 1
         outcomes.append(task)
         postings.append(
             ledger.Posting(
@@ -293,16 +365,28 @@ def _quoted_task(*, buyer: User, request: TaskRequest, agent: Agent, **fields: o
     )
 
 
-def _create_held_task(*, buyer: User, request: TaskRequest, agent: Agent, **fields: object) -> Task:
+def _create_held_task(
+    *, buyer: User, request: TaskRequest, agent: Agent, limit: SubmitLimit | None, **fields: object
+) -> Task:
     """One submission: the agent's quote, the task row, and the quote held in escrow (or a refusal)."""
-    (outcome,) = _insert_held(tasks=[_quoted_task(buyer=buyer, request=request, agent=agent, **fields)])
+    task = _quoted_task(buyer=buyer, request=request, agent=agent, **fields)
+    (outcome,) = _insert_held(items=[(task, limit)])
     if isinstance(outcome, DomainError):
         raise outcome
     return outcome
 
 
-def task_submit(*, buyer: User, request: TaskRequest) -> Task:
+@dataclass(frozen=True)
+class Submission:
+    buyer: User
+    request: TaskRequest
+    limit: SubmitLimit | None = None
+
+
+def task_submit(*, buyer: User, request: TaskRequest, limit: SubmitLimit | None = None) -> Task:
     """Quotes, holds the quote in escrow and enqueues execution when the transaction commits.
+
+    ``limit``: the buyer's submit limit (the API's throttle), checked inside the writing transaction.
 
     Routing comes first, outside the writing transaction (unless the caller has one): it may encode the
     text (tens of ms), and on SQLite a transaction holds the database's one write lock from BEGIN on, so
@@ -318,56 +402,57 @@ def task_submit(*, buyer: User, request: TaskRequest) -> Task:
             else None
         )
         if duke is not None and decision is not None:
-            return _submit_served_by_duke(buyer=buyer, request=request, duke=duke, decision=decision)
+            return _submit_served_by_duke(
+                buyer=buyer, request=request, duke=duke, decision=decision, limit=limit
+            )
+    submission = Submission(buyer, request, limit)
     if transaction.get_connection().in_atomic_block:
         # The caller's transaction decides when this commits, so it cannot join a group's.
-        (outcome,) = task_submit_many(submissions=[(buyer, request)])
+        (outcome,) = task_submit_many(submissions=[submission])
     else:
-        outcome = _submissions.submit((buyer, request))
+        outcome = _submissions.submit(submission)
     if isinstance(outcome, DomainError):
         raise outcome
     return outcome
 
 
 @transaction.atomic
-def task_submit_many(*, submissions: Sequence[tuple[User, TaskRequest]]) -> list[Task | DomainError]:
+def task_submit_many(*, submissions: Sequence[Submission]) -> list[Task | DomainError]:
     """Submissions for agents (not answered by Duke) written together; each task or its refusal, in order.
 
     Each is decided exactly as if submitted alone, one after the other in this order: the requested
     agent (read in this transaction, so the quote uses its current reputation), the quote, the buyer's
-    spend cap and balance. The accepted ones share one transaction and its INSERTs, and one request for a
-    drainer when it commits.
+    submit limit, spend cap and balance. The accepted ones share one transaction and its INSERTs, and one
+    request for a drainer when it commits.
     """
     agents: dict[str, Agent] = {}
     outcomes: list[Task | DomainError | None] = []
-    quoted: list[tuple[int, Task]] = []
-    for buyer, request in submissions:
+    quoted: list[tuple[int, Task, SubmitLimit | None]] = []
+    for buyer, request, limit in ((s.buyer, s.request, s.limit) for s in submissions):
         try:
             if request.agent not in agents:
                 agents[request.agent] = _resolve_agent(request.agent)
         except DomainError as refusal:  # each its own: an exception object is raised in one thread only
             outcomes.append(refusal)
             continue
-        quoted.append(
-            (len(outcomes), _quoted_task(buyer=buyer, request=request, agent=agents[request.agent]))
-        )
+        task = _quoted_task(buyer=buyer, request=request, agent=agents[request.agent])
+        quoted.append((len(outcomes), task, limit))
         outcomes.append(None)
-    held = _insert_held(tasks=[task for _, task in quoted])
-    for (index, _), outcome in zip(quoted, held, strict=True):
+    held = _insert_held(items=[(task, limit) for _, task, limit in quoted])
+    for (index, _, _), outcome in zip(quoted, held, strict=True):
         outcomes[index] = outcome
     accepted = [outcome for outcome in outcomes if isinstance(outcome, Task)]
     if accepted:
         from tasks import jobs
 
-        # A drainer claims every pending task, so one request covers the whole group.
-        transaction.on_commit(lambda: jobs.enqueue_execution(accepted[0].id))
+        transaction.on_commit(lambda: jobs.enqueue_executions([task.id for task in accepted]))
     for task in accepted:
         logger.info("Task %s SUBMITTED to %s at %s", task.short_id, task.agent.name, task.price)
     return outcomes  # type: ignore[return-value]
 
 
 # Concurrent submissions in this process are written in groups (see aicp.group_commit).
-_submissions: GroupCommit[tuple[User, TaskRequest], Task | DomainError] = GroupCommit(
+_submissions: GroupCommit[Submission, Task | DomainError] = GroupCommit(
     lambda group: task_submit_many(submissions=group),
     max_group=lambda: settings.AICP_SUBMIT_GROUP_MAX,
 )
@@ -375,7 +460,12 @@ _submissions: GroupCommit[tuple[User, TaskRequest], Task | DomainError] = GroupC
 
 @transaction.atomic
 def _submit_served_by_duke(
-    *, buyer: User, request: TaskRequest, duke: Agent, decision: RouteDecision
+    *,
+    buyer: User,
+    request: TaskRequest,
+    duke: Agent,
+    decision: RouteDecision,
+    limit: SubmitLimit | None = None,
 ) -> Task:
     """Duke answers in the request: quote, hold and payout in one transaction, no queue, no LLM call.
 
@@ -386,6 +476,7 @@ def _submit_served_by_duke(
         buyer=buyer,
         request=request,
         agent=duke,
+        limit=limit,
         status=Task.Status.RUNNING,
         attempts=1,
         started_at=timezone.now(),
@@ -471,7 +562,12 @@ def _find_key(*, user_id: int, key: str) -> IdempotencyKey | None:
 
 @transaction.atomic
 def _submit_once_with_key(
-    *, buyer: User, request: TaskRequest, key: str, render: Callable[[Task], dict]
+    *,
+    buyer: User,
+    request: TaskRequest,
+    key: str,
+    render: Callable[[Task], dict],
+    limit: SubmitLimit | None,
 ) -> SubmitResult:
     # Locking the buyer's accounts serialises this buyer's submissions (PostgreSQL; SQLite's IMMEDIATE
     # transactions already do): a duplicate that arrives while the first is in flight waits here, then sees
@@ -501,7 +597,7 @@ def _submit_once_with_key(
             body=existing.response_body,
             replayed=True,
         )
-    task = task_submit(buyer=buyer, request=request)
+    task = task_submit(buyer=buyer, request=request, limit=limit)
     body = json.loads(json.dumps(render(task), cls=DjangoJSONEncoder))
     try:
         with transaction.atomic():
@@ -521,16 +617,23 @@ def _submit_once_with_key(
 
 
 def task_submit_idempotent(
-    *, buyer: User, request: TaskRequest, key: str, render: Callable[[Task], dict]
+    *,
+    buyer: User,
+    request: TaskRequest,
+    key: str,
+    render: Callable[[Task], dict],
+    limit: SubmitLimit | None = None,
 ) -> SubmitResult:
     """task_submit guarded by an Idempotency-Key: one task and one hold per (buyer, key), ever.
+
+    A replay creates no task, so the submit limit never refuses it.
 
     The key row is written in the task's transaction with the rendered first response, so a replay returns
     exactly that response; the same key with a different body is refused (422).
     """
     for _ in range(2):
         try:
-            return _submit_once_with_key(buyer=buyer, request=request, key=key, render=render)
+            return _submit_once_with_key(buyer=buyer, request=request, key=key, render=render, limit=limit)
         except _KeyTakenConcurrently:
             # Our task and hold were rolled back with the transaction; the next pass replays the winner.
             continue

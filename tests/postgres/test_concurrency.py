@@ -31,6 +31,7 @@ def enqueued(monkeypatch) -> list:
     """Records execution jobs instead of running them inline, so only submission touches the money."""
     jobs: list = []
     monkeypatch.setattr("tasks.jobs.enqueue_execution", lambda task_id, **kwargs: jobs.append(task_id))
+    monkeypatch.setattr("tasks.jobs.enqueue_executions", jobs.extend)
     return jobs
 
 

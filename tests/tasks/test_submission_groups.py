@@ -10,10 +10,10 @@ from unittest import mock
 import pytest
 from django.db import connection
 
-from aicp.exceptions import InsufficientFunds, NotFound, SpendCapExceeded
+from aicp.exceptions import InsufficientFunds, NotFound, SpendCapExceeded, SubmitRateExceeded
 from tasks import services
 from tasks.models import Account, LedgerEntry, Task
-from tasks.services import TaskRequest, task_submit, task_submit_many
+from tasks.services import Submission, SubmitLimit, TaskRequest, task_submit, task_submit_many
 from tests.factories import make_buyer
 
 pytestmark = pytest.mark.django_db
@@ -37,11 +37,11 @@ def test_each_submission_in_a_group_is_decided_on_what_the_ones_before_it_left(
     with django_capture_on_commit_callbacks() as callbacks:
         outcomes = task_submit_many(
             submissions=[
-                (buyer, SUMMARY),
-                (other_buyer, SUMMARY),
-                (buyer, SUMMARY),
-                (buyer, TaskRequest(description="x", complexity=1, agent="no-such-agent")),
-                (other_buyer, SUMMARY),
+                Submission(buyer, SUMMARY),
+                Submission(other_buyer, SUMMARY),
+                Submission(buyer, SUMMARY),
+                Submission(buyer, TaskRequest(description="x", complexity=1, agent="no-such-agent")),
+                Submission(other_buyer, SUMMARY),
             ]
         )
 
@@ -64,7 +64,7 @@ def test_each_submission_in_a_group_is_decided_on_what_the_ones_before_it_left(
 
 def test_the_spend_cap_counts_the_buyers_earlier_submissions_in_the_same_group(buyer, settings):
     settings.AICP_DAILY_SPEND_CAP = Decimal("0.0500")
-    first, second, third = task_submit_many(submissions=[(buyer, SUMMARY)] * 3)
+    first, second, third = task_submit_many(submissions=[Submission(buyer, SUMMARY)] * 3)
     assert isinstance(first, Task) and isinstance(second, Task)
     assert isinstance(third, SpendCapExceeded)
     assert "already committed 0.0400" in third.message
@@ -75,9 +75,9 @@ def test_the_quote_uses_the_agents_reputation_as_read_inside_the_groups_transact
     from agents.models import Agent
 
     agent = Agent.objects.get(name="openai-gpt-4o-mini")
-    (before,) = task_submit_many(submissions=[(buyer, SUMMARY)])
+    (before,) = task_submit_many(submissions=[Submission(buyer, SUMMARY)])
     Agent.objects.filter(pk=agent.pk).update(success_count=0, failure_count=50)
-    (after,) = task_submit_many(submissions=[(buyer, SUMMARY)])
+    (after,) = task_submit_many(submissions=[Submission(buyer, SUMMARY)])
     assert after.price < before.price
 
 
@@ -116,7 +116,7 @@ def test_concurrent_submissions_are_grouped_and_every_one_is_held_exactly_once(d
     with (
         mock.patch.object(services, "task_submit_many", held_first_group),
         mock.patch("django.conf.settings.AICP_SUBMIT_GROUP_MAX", 5),
-        mock.patch("tasks.jobs.enqueue_execution") as enqueued,
+        mock.patch("tasks.jobs.enqueue_executions") as enqueued,
     ):
         threads = [threading.Thread(target=send, args=(n,)) for n in range(callers)]
         for thread in threads:
@@ -126,7 +126,11 @@ def test_concurrent_submissions_are_grouped_and_every_one_is_held_exactly_once(d
 
     assert not errors
     assert groups == [1, 5, 5, 1]
+    # One drainer request per group, naming every task it wrote.
     assert enqueued.call_count == len(groups)
+    assert sorted(id_ for call in enqueued.call_args_list for id_ in call.args[0]) == sorted(
+        task.pk for task in results
+    )
     assert len({task.pk for task in results}) == callers
     assert Task.objects.count() == callers
     for buyer in buyers:
@@ -143,3 +147,53 @@ def test_inside_a_callers_transaction_a_submission_is_written_there_and_then(buy
         task = task_submit(buyer=buyer, request=SUMMARY)
         assert Task.objects.filter(pk=task.pk).exists()
     grouped.assert_not_called()
+
+
+def test_the_submit_limit_counts_the_buyers_earlier_submissions_in_the_same_group(buyer, other_buyer):
+    limit = SubmitLimit(count=2, window_s=60)
+    outcomes = task_submit_many(
+        submissions=[
+            Submission(buyer, SUMMARY, limit),
+            Submission(buyer, SUMMARY, limit),
+            Submission(other_buyer, SUMMARY, limit),
+            Submission(buyer, SUMMARY, limit),
+            Submission(buyer, SUMMARY),  # no limit given (not through the API): not limited
+        ]
+    )
+    first, second, others, refused, unlimited = outcomes
+    assert all(isinstance(task, Task) for task in (first, second, others, unlimited))
+    assert isinstance(refused, SubmitRateExceeded) and refused.code == "throttled"
+    # Both of the buyer's tasks in the window were created just now: a place frees up in a full window.
+    assert refused.retry_after_s == 60
+    assert Task.objects.filter(buyer=buyer).count() == 3
+    assert _balances(buyer) == (Decimal("99.9400"), Decimal("0.0600"))
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_concurrent_submissions_of_one_buyer_cannot_pass_the_submit_limit_together(default_agents):
+    buyer = make_buyer("eager")
+    limit = SubmitLimit(count=3, window_s=60)
+    barrier = threading.Barrier(8)
+    outcomes: list = []
+
+    def send() -> None:
+        try:
+            barrier.wait()
+            outcomes.append(task_submit(buyer=buyer, request=SUMMARY, limit=limit))
+        except Exception as exc:  # noqa: BLE001 - the refusals are what the test counts
+            outcomes.append(exc)
+        finally:
+            connection.close()
+
+    with mock.patch("tasks.jobs.enqueue_executions"):
+        threads = [threading.Thread(target=send) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+
+    assert len(outcomes) == 8
+    assert sum(isinstance(outcome, Task) for outcome in outcomes) == 3
+    assert sum(isinstance(outcome, SubmitRateExceeded) for outcome in outcomes) == 5
+    assert Task.objects.filter(buyer=buyer).count() == 3
+    assert _balances(buyer) == (Decimal("99.9400"), Decimal("0.0600"))

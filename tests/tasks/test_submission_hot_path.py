@@ -1,4 +1,4 @@
-"""The statements POST /tasks writes without the ORM building them, and its throttle counted from tasks."""
+"""The statements POST /tasks writes without the ORM building them, and its submit limit, counted."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from agents.models import Agent
 from aicp.db import insert_rows, update_field
 from tasks.models import Account, DrainSlot, LedgerEntry, Task
-from tasks.selectors import buyer_submissions_since, drain_slots_busy
+from tasks.selectors import buyer_submission_counts, drain_slots_busy
 from tests.factories import DEFAULT_PASSWORD, authenticated_client, make_buyer
 
 pytestmark = pytest.mark.django_db
@@ -85,16 +85,27 @@ def test_it_updates_one_field_of_several_rows_by_key(buyer, other_buyer):
     assert balances[untouched.pk] == untouched.balance
 
 
-def test_it_counts_a_buyers_submissions_in_the_window_up_to_the_limit(buyer, other_buyer):
+def test_it_counts_each_buyers_submissions_in_the_window_up_to_the_limit(buyer, other_buyer):
     agent = Agent.objects.get(name="openai-gpt-4o-mini")
     insert_rows([_task(buyer, agent) for _ in range(5)] + [_task(other_buyer, agent)])
     old = _task(buyer, agent)
     insert_rows([old])
     Task.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(minutes=5))
     since = timezone.now() - timedelta(minutes=1)
-    assert buyer_submissions_since(user_id=buyer.pk, since=since, limit=100) == 5
-    assert buyer_submissions_since(user_id=buyer.pk, since=since, limit=3) == 3
-    assert buyer_submissions_since(user_id=other_buyer.pk, since=since, limit=100) == 1
+    nobody = other_buyer.pk + 1000
+    both = [buyer.pk, other_buyer.pk, nobody]
+    assert buyer_submission_counts(user_ids=both, since=since, limit=100) == {
+        buyer.pk: 5,
+        other_buyer.pk: 1,
+        nobody: 0,
+    }
+    assert buyer_submission_counts(user_ids=both, since=since, limit=3) == {
+        buyer.pk: 3,
+        other_buyer.pk: 1,
+        nobody: 0,
+    }
+    assert buyer_submission_counts(user_ids=[other_buyer.pk], since=since, limit=1) == {other_buyer.pk: 1}
+    assert buyer_submission_counts(user_ids=[], since=since, limit=1) == {}
 
 
 def test_it_counts_only_drain_slots_with_a_live_lease():
