@@ -79,3 +79,41 @@ def test_it_renders_tasks_concurrently_as_one_thread_does(buyer):
 
     _in_threads(work, count=8)
     assert mismatches == []
+
+
+@pytest.mark.django_db
+def test_a_task_renders_exactly_as_drfs_generic_rendering_would_in_every_state(buyer, other_buyer):
+    from decimal import Decimal
+
+    from django.utils import timezone
+    from rest_framework import serializers
+
+    from agents.models import Agent
+    from tasks.models import Task
+
+    pending = submit(buyer, "Summarise this.", complexity=2)
+    labeled = submit(other_buyer, "Classify", labels=["sports", "politics"], task_type="news-topic")
+    now = timezone.now()
+    Task.objects.filter(pk=labeled.pk).update(
+        status=Task.Status.COMPLETED,
+        executed_by=Agent.objects.get(name="openai-gpt-4o-mini"),
+        result="sports",
+        confidence=0.875,
+        cost=Decimal("0.00001234"),
+        prompt_tokens=31,
+        completion_tokens=2,
+        latency_ms=412,
+        accepted=False,
+        correct_label="politics",
+        started_at=now,
+        finished_at=now,
+    )
+    Task.objects.filter(pk=pending.pk).update(status=Task.Status.FAILED, error="boom", error_code="llm_error")
+    tasks = Task.objects.select_related("agent", "executed_by", "buyer").order_by("created_at")
+
+    for task in tasks:
+        generic = serializers.ModelSerializer.to_representation(TaskOutputSerializer(task), task)
+        rendered = TaskOutputSerializer(task).data
+        assert rendered == generic
+        assert list(rendered) == list(generic) == TaskOutputSerializer.Meta.fields
+    assert [TaskOutputSerializer(task).data["executed_by"] for task in tasks] == [None, "openai-gpt-4o-mini"]
