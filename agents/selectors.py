@@ -5,6 +5,7 @@ from django.db import connections
 from django.db.models import QuerySet
 
 from agents.models import Agent
+from aicp.db import fetch_models
 from aicp.exceptions import NotFound
 
 
@@ -14,10 +15,10 @@ def agent_list(*, include_inactive: bool = False) -> QuerySet[Agent]:
 
 
 def agent_get(*, name: str) -> Agent:
-    # Every submission reads its agent, fresh (the quote uses the current reputation counts). A raw
-    # query maps the row like the ORM does and skips building the statement, about half of .get()'s cost.
+    # Every group of submissions reads its agent, fresh (the quote uses the current reputation counts).
+    # Read like the ORM reads it, without building the statement: a fraction of .get()'s cost.
     table = connections[Agent.objects.db].ops.quote_name(Agent._meta.db_table)
-    agent = next(iter(Agent.objects.raw(f"SELECT * FROM {table} WHERE name = %s", [name])), None)
+    agent = next(iter(fetch_models(Agent, f"SELECT * FROM {table} WHERE name = %s", [name])), None)
     if agent is None:
         raise NotFound(f"No agent named {name!r}.", code="agent_not_found")
     return agent

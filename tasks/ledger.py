@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from django.db import connections, transaction
 
-from aicp.db import insert_rows, update_field
+from aicp.db import fetch_models, insert_rows, update_field
 from aicp.exceptions import InsufficientFunds
 from tasks.models import ZERO, Account, LedgerEntry, Task
 
@@ -125,7 +125,7 @@ def _locked_rows(pks: Collection[int] = (), keys: Collection[AccountKey] = ()) -
         f"SELECT id, kind, user_id, agent_id, balance FROM {table} "
         f"WHERE {' OR '.join(conditions)} ORDER BY {_LOCK_ORDER}{for_update}"
     )
-    return list(Account.objects.raw(sql, params))
+    return fetch_models(Account, sql, params)
 
 
 def lock_accounts(accounts: Sequence[Account]) -> dict[int, Account]:

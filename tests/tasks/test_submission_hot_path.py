@@ -12,7 +12,7 @@ from django.utils import timezone
 from rest_framework.throttling import SimpleRateThrottle
 
 from agents.models import Agent
-from aicp.db import insert_rows, update_field
+from aicp.db import fetch_models, insert_rows, update_field
 from tasks.models import Account, DrainSlot, LedgerEntry, Task
 from tasks.selectors import buyer_submission_counts, drain_slots_busy
 from tests.factories import DEFAULT_PASSWORD, authenticated_client, make_buyer
@@ -83,6 +83,33 @@ def test_it_updates_one_field_of_several_rows_by_key(buyer, other_buyer):
     assert balances[mine.pk] == Decimal("12.3456")
     assert balances[theirs.pk] == Decimal("0.0001")
     assert balances[untouched.pk] == untouched.balance
+
+
+def _field_values(instance) -> dict:
+    return {f.attname: getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields}
+
+
+def test_it_reads_rows_into_instances_exactly_as_the_orm_would(buyer):
+    Account.objects.filter(user=buyer, kind=Account.Kind.BUYER).update(balance=Decimal("12.3456"))
+    accounts = fetch_models(Account, 'SELECT id, kind, user_id, agent_id, balance FROM "tasks_account"', [])
+    assert accounts, "there are accounts to read"
+    by_orm = {a.pk: a for a in Account.objects.only("id", "kind", "user_id", "agent_id", "balance")}
+    for account in accounts:
+        expected = by_orm[account.pk]
+        for name in ("id", "kind", "user_id", "agent_id", "balance"):
+            assert getattr(account, name) == getattr(expected, name)
+            assert type(getattr(account, name)) is type(getattr(expected, name))
+        assert not account._state.adding and account._state.db == "default"
+    mine = next(a for a in accounts if a.user_id == buyer.pk and a.kind == Account.Kind.BUYER)
+    assert mine.balance == Decimal("12.3456") and isinstance(mine.balance, Decimal)
+
+    agent = Agent.objects.get(name="openai-gpt-4o-mini")
+    (read,) = fetch_models(Agent, 'SELECT * FROM "agents_agent" WHERE name = %s', [agent.name])
+    assert _field_values(read) == _field_values(agent)
+    assert {name: type(value) for name, value in _field_values(read).items()} == {
+        name: type(value) for name, value in _field_values(agent).items()
+    }
+    assert fetch_models(Agent, 'SELECT * FROM "agents_agent" WHERE name = %s', ["nobody"]) == []
 
 
 def test_it_counts_each_buyers_submissions_in_the_window_up_to_the_limit(buyer, other_buyer):
