@@ -24,7 +24,7 @@ from agents.models import Agent
 from agents.pricing import quantize_money, quote, token_cost
 from agents.selectors import agent_default_llm, agent_duke, agent_get
 from agents.services import agent_record_correction, agent_record_outcome
-from aicp.db import insert_rows
+from aicp.db import insert_rows, process_connection
 from aicp.exceptions import (
     Conflict,
     DomainError,
@@ -451,10 +451,15 @@ def task_submit_many(*, submissions: Sequence[Submission]) -> list[Task | Domain
     return outcomes  # type: ignore[return-value]
 
 
+def _write_submission_group(group: Sequence[Submission]) -> list[Task | DomainError]:
+    # Whichever thread leads, the group is written on the process's one writing connection (see there).
+    with process_connection():
+        return task_submit_many(submissions=group)
+
+
 # Concurrent submissions in this process are written in groups (see aicp.group_commit).
 _submissions: GroupCommit[Submission, Task | DomainError] = GroupCommit(
-    lambda group: task_submit_many(submissions=group),
-    max_group=lambda: settings.AICP_SUBMIT_GROUP_MAX,
+    _write_submission_group, max_group=lambda: settings.AICP_SUBMIT_GROUP_MAX
 )
 
 

@@ -37,6 +37,15 @@ def _isolated_settings(settings, tmp_path) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _close_shared_connections():
+    """Group commit's shared writing connection must not outlive a test (PostgreSQL drops the database)."""
+    yield
+    from aicp.db import close_process_connections
+
+    close_process_connections()
+
+
+@pytest.fixture(autouse=True)
 def _forget_recent_rows() -> None:
     """Each test starts with no remembered users or tokens (aicp/recent.py): a row a previous test read
     belongs to a database state that was rolled back."""

@@ -171,29 +171,48 @@ def test_the_submit_limit_counts_the_buyers_earlier_submissions_in_the_same_grou
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_concurrent_submissions_of_one_buyer_cannot_pass_the_submit_limit_together(default_agents):
+    from tests.postgres.threads import run_concurrently
+
     buyer = make_buyer("eager")
     limit = SubmitLimit(count=3, window_s=60)
-    barrier = threading.Barrier(8)
-    outcomes: list = []
-
-    def send() -> None:
-        try:
-            barrier.wait()
-            outcomes.append(task_submit(buyer=buyer, request=SUMMARY, limit=limit))
-        except Exception as exc:  # noqa: BLE001 - the refusals are what the test counts
-            outcomes.append(exc)
-        finally:
-            connection.close()
-
     with mock.patch("tasks.jobs.enqueue_executions"):
-        threads = [threading.Thread(target=send) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+        outcomes = run_concurrently(lambda _: task_submit(buyer=buyer, request=SUMMARY, limit=limit), 8)
 
     assert len(outcomes) == 8
     assert sum(isinstance(outcome, Task) for outcome in outcomes) == 3
     assert sum(isinstance(outcome, SubmitRateExceeded) for outcome in outcomes) == 5
     assert Task.objects.filter(buyer=buyer).count() == 3
     assert _balances(buyer) == (Decimal("99.9400"), Decimal("0.0600"))
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_every_group_is_written_on_the_processs_one_writing_connection(default_agents):
+    from django.db import connections
+
+    buyer = make_buyer("one-writer")
+    writers: list = []
+    afterwards: list = []
+    real_submit_many = services.task_submit_many
+
+    def spy(*, submissions):
+        writers.append(connections["default"])
+        return real_submit_many(submissions=submissions)
+
+    def send() -> None:
+        try:
+            task_submit(buyer=buyer, request=SUMMARY)
+            afterwards.append(connections["default"])  # the thread's own again
+        finally:
+            connection.close()
+
+    with mock.patch.object(services, "task_submit_many", spy), mock.patch("tasks.jobs.enqueue_executions"):
+        for _ in range(3):
+            thread = threading.Thread(target=send)
+            thread.start()
+            thread.join(timeout=30)
+        send()  # and this thread too
+
+    assert len(writers) == 4 and all(writer is writers[0] for writer in writers)
+    assert len(afterwards) == 4 and all(own is not writers[0] for own in afterwards)
+    assert len({id(own) for own in afterwards}) == 4
+    assert Task.objects.filter(buyer=buyer).count() == 4
