@@ -333,7 +333,7 @@ def run_backlog(
 
 
 def run_live(args: argparse.Namespace, port: int, tokens: list[str]) -> dict:
-    from bench.api_load import _Connection, _request
+    from bench.api_load import Call, _Connection
 
     bodies = [
         {"description": request.description, "complexity": request.complexity}
@@ -346,7 +346,7 @@ def run_live(args: argparse.Namespace, port: int, tokens: list[str]) -> dict:
         connection = _Connection(port)
         for body in bodies[index :: len(tokens)]:
             try:
-                status = await connection.exchange(_request("/tasks", body, tokens[index]))
+                status = await connection.exchange(Call("/tasks", body, tokens[index]).http())
             except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
                 continue
