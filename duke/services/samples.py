@@ -113,11 +113,12 @@ def _store_embeddings(pks: Sequence[int], vectors: np.ndarray) -> int:
 
 
 def samples_encode_missing(
-    *, up_to_pk: int | None = None, after_batch: Callable[[], None] | None = None
+    *, up_to_pk: int | None = None, after_batch: Callable[[], bool] | None = None
 ) -> int:
     """Embeds every labeling sample that has none yet (up to `up_to_pk`, when given).
 
-    Returns how many were stored; 0 without an encoder, in which case Duke trains on n-grams alone.
+    ``after_batch`` runs between batches; when it returns False the pass stops there. Returns how many
+    were stored; 0 without an encoder, in which case Duke trains on n-grams alone.
     """
     if not encoder_available():
         return 0
@@ -126,8 +127,8 @@ def samples_encode_missing(
         missing = missing.filter(pk__lte=up_to_pk)
     stored, last_pk = 0, 0
     while True:
-        if after_batch is not None and last_pk:
-            after_batch()
+        if after_batch is not None and last_pk and not after_batch():
+            return stored
         rows = list(missing.filter(pk__gt=last_pk).values_list("pk", "input_text")[:_ENCODE_BATCH])
         if not rows:
             return stored
@@ -151,12 +152,21 @@ def samples_encode_backlog() -> int:
     if not encoder_available():
         return 0
     snapshot_pk = selectors.labeling_samples_last_pk()
-    if not cache.add(ENCODER_LEASE_KEY, os.getpid(), ENCODER_LEASE_S):
+    # The lease holds this pass's own token: a pass slow enough for its lease to expire, and for another
+    # encoder to take it, must neither renew nor release the other's. (Reading then writing is not atomic
+    # on every cache backend; the worst a race there can do is encode some rows twice.)
+    token = f"{os.getpid()}-{uuid.uuid4().hex}"
+    if not cache.add(ENCODER_LEASE_KEY, token, ENCODER_LEASE_S):
         return 0
+
+    def still_ours() -> bool:
+        if cache.get(ENCODER_LEASE_KEY) != token:
+            return False  # lost to another encoder: the rest is its work now
+        cache.set(ENCODER_LEASE_KEY, token, ENCODER_LEASE_S)
+        return True
+
     try:
-        return samples_encode_missing(
-            up_to_pk=snapshot_pk,
-            after_batch=lambda: cache.set(ENCODER_LEASE_KEY, os.getpid(), ENCODER_LEASE_S),
-        )
+        return samples_encode_missing(up_to_pk=snapshot_pk, after_batch=still_ours)
     finally:
-        cache.delete(ENCODER_LEASE_KEY)
+        if cache.get(ENCODER_LEASE_KEY) == token:
+            cache.delete(ENCODER_LEASE_KEY)

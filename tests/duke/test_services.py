@@ -355,6 +355,27 @@ def test_it_skips_the_background_encoder_while_another_one_runs(monkeypatch):
     assert cache.get(ENCODER_LEASE_KEY) is None  # the lease is given back
 
 
+def test_a_pass_that_lost_its_lease_stops_and_leaves_the_new_holders_lease_alone(monkeypatch):
+    record_samples(5, split="train")
+    monkeypatch.setattr("duke.services.samples._ENCODE_BATCH", 2)
+    calls: list[list[str]] = []
+
+    def lease_expires_and_is_taken() -> None:
+        # This pass was slower than its lease: another encoder's add() succeeded meanwhile.
+        if len(calls) == 1:
+            cache.set(ENCODER_LEASE_KEY, "another encoder", 60)
+
+    _fake_encoder(monkeypatch, calls, during=lease_expires_and_is_taken)
+    try:
+        assert samples_encode_backlog() == 2  # its first batch, then it saw the lease was no longer its
+        assert [len(batch) for batch in calls] == [2]
+        assert cache.get(ENCODER_LEASE_KEY) == "another encoder"  # neither renewed over nor released
+    finally:
+        cache.delete(ENCODER_LEASE_KEY)
+    assert samples_encode_backlog() == 3  # the rest, by the next pass
+    assert cache.get(ENCODER_LEASE_KEY) is None
+
+
 def test_it_leaves_samples_recorded_during_a_background_pass_to_the_next_one(monkeypatch):
     record_samples(2, split="train")
     calls: list[list[str]] = []
