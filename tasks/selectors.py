@@ -60,7 +60,8 @@ def buyer_submission_time(*, user_id: int, since: datetime, newest_first_index: 
 
 
 def drain_slots_busy(*, slots: int, now: datetime) -> int:
-    """How many of the first `slots` drain slots hold a live lease (every submission asks; see above)."""
+    """How many of the first `slots` drain slots hold a live lease (each group of submissions asks, when
+    it commits: a raw count through aicp.db, as above)."""
     return count_rows(DrainSlot, "number < %s AND lease_until > %s", [slots, now])
 
 

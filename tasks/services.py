@@ -428,15 +428,16 @@ def task_submit_many(*, submissions: Sequence[Submission]) -> list[Task | Domain
     agents: dict[str, Agent] = {}
     outcomes: list[Task | DomainError | None] = []
     quoted: list[tuple[int, Task, SubmitLimit | None]] = []
-    for buyer, request, limit in ((s.buyer, s.request, s.limit) for s in submissions):
+    for submission in submissions:
+        name = submission.request.agent
         try:
-            if request.agent not in agents:
-                agents[request.agent] = _resolve_agent(request.agent)
+            if name not in agents:
+                agents[name] = _resolve_agent(name)
         except DomainError as refusal:  # each its own: an exception object is raised in one thread only
             outcomes.append(refusal)
             continue
-        task = _quoted_task(buyer=buyer, request=request, agent=agents[request.agent])
-        quoted.append((len(outcomes), task, limit))
+        task = _quoted_task(buyer=submission.buyer, request=submission.request, agent=agents[name])
+        quoted.append((len(outcomes), task, submission.limit))
         outcomes.append(None)
     held = _insert_held(items=[(task, limit) for _, task, limit in quoted])
     for (index, _, _), outcome in zip(quoted, held, strict=True):
