@@ -8,48 +8,114 @@ would (the same columns, each value prepared by its own field) and cache them by
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import DEFAULT_DB_ALIAS, connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
+from django.utils import timezone
 
 _inserts: dict[tuple[type[Model], str, int], tuple[str, list[Field]]] = {}
 _readers: dict[tuple[type[Model], str, tuple[str, ...]], tuple[list[str], list[tuple[list, object]]]] = {}
 _updates: dict[tuple[type[Model], str, str], str] = {}
 
 
-def insert_rows(rows: Sequence[Model]) -> None:
+@dataclass(frozen=True)
+class PreparedRow:
+    """One object's INSERT values, prepared ahead of the write (its ``pre_save`` ran then)."""
+
+    row: Model
+    values: list[object]
+
+
+@functools.cache
+def _insert_fields(model: type[Model]) -> list[Field]:
+    return [field for field in model._meta.concrete_fields if not field.db_returning]
+
+
+def prepare_row(row: Model) -> PreparedRow:
+    """The values ``insert_rows`` would send for ``row``, each prepared by its own field, computed now.
+
+    For work that need not wait for the write lock: a caller prepares its rows before BEGIN. Fields set
+    on save (``auto_now_add``) take this moment.
+    """
+    connection = connections[router.db_for_write(type(row))]
+    return PreparedRow(row, _values(row, _insert_fields(type(row)), connection))
+
+
+def _values(row: Model, fields: Sequence[Field], connection: BaseDatabaseWrapper) -> list[object]:
+    return [field.get_db_prep_save(field.pre_save(row, True), connection=connection) for field in fields]
+
+
+def insert_rows(rows: Sequence[Model | PreparedRow]) -> None:
     """INSERTs objects of one model in one statement, as ``bulk_create`` would: no ``save()``, no signals.
 
-    Database-generated primary keys are not read back: for models whose key is set in Python (a UUID)
-    or whose callers never read it.
+    Rows given as ``prepare_row``'s are sent with the values prepared then. Database-generated primary
+    keys are not read back: for models whose key is set in Python (a UUID) or whose callers never read it.
     """
     if not rows:
         return
-    model = type(rows[0])
+    objects = [row.row if isinstance(row, PreparedRow) else row for row in rows]
+    model = type(objects[0])
     connection = connections[router.db_for_write(model)]
+    fields = _insert_fields(model)
+    _insert(
+        model,
+        [row.values if isinstance(row, PreparedRow) else _values(row, fields, connection) for row in rows],
+        connection,
+    )
+    for row in objects:
+        row._state.adding = False
+        row._state.db = connection.alias
+
+
+def _insert(model: type[Model], rows: Sequence[Sequence[object]], connection: BaseDatabaseWrapper) -> None:
+    """One INSERT of rows of prepared values in ``_insert_fields`` order; the statement cached by shape."""
     shape = (model, connection.alias, len(rows))
     if shape not in _inserts:
-        fields = [field for field in model._meta.concrete_fields if not field.db_returning]
+        fields = _insert_fields(model)
         columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
         values = ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * len(rows))
         sql = f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({columns}) VALUES {values}"
         _inserts[shape] = (sql, fields)
-    sql, fields = _inserts[shape]
-    params = [
-        field.get_db_prep_save(field.pre_save(row, True), connection=connection)
-        for row in rows
-        for field in fields
-    ]
+    sql, _ = _inserts[shape]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-    for row in rows:
-        row._state.adding = False
-        row._state.db = connection.alias
+        cursor.execute(sql, [value for row in rows for value in row])
+
+
+def insert_values(model: type[Model], rows: Sequence[dict[str, object]]) -> None:
+    """``insert_rows`` for rows given as values by field attname, without building model instances.
+
+    A missing value takes its field's default, or now for ``auto_now(_add)`` fields, as ``save()`` would.
+    Building a model instance costs more Python than preparing its values, and a submission's two ledger
+    entries were built inside the write transaction.
+    """
+    if not rows:
+        return
+    connection = connections[router.db_for_write(model)]
+    fields = _insert_fields(model)
+    now = timezone.now()
+
+    def value(field: Field, row: dict[str, object]) -> object:
+        if field.attname in row:
+            return row[field.attname]
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            return now
+        return field.get_default()
+
+    _insert(
+        model,
+        [
+            [field.get_db_prep_save(value(field, row), connection=connection) for field in fields]
+            for row in rows
+        ],
+        connection,
+    )
 
 
 def fetch_models(model: type[Model], sql: str, params: Sequence[object]) -> list[Model]:

@@ -14,8 +14,9 @@ from decimal import Decimal
 
 from django.db import connections, transaction
 
-from aicp.db import fetch_models, insert_rows, update_field
+from aicp.db import fetch_models, insert_values, update_field
 from aicp.exceptions import InsufficientFunds
+from aicp.ids import time_ordered_uuid
 from tasks.models import ZERO, Account, LedgerEntry, Task
 
 CENT_HUNDREDTH = Decimal("0.0001")
@@ -206,7 +207,7 @@ def post_many(*, postings: Sequence[Posting], locked: Iterable[Account] | None =
     entries = []
     ids = []
     for posting, legs in checked:
-        transaction_id = uuid.uuid4()
+        transaction_id = time_ordered_uuid()
         ids.append(transaction_id)
         deltas: dict[int, Decimal] = defaultdict(lambda: ZERO)
         for leg in legs:
@@ -219,20 +220,22 @@ def post_many(*, postings: Sequence[Posting], locked: Iterable[Account] | None =
                     fields={"balance": [str(balances[account_id])], "required": [str(-delta)]},
                 )
             balances[account_id] += delta
+        task_id = posting.task.pk if posting.task is not None else None
+        memo = posting.memo[:200]
         entries += [
-            LedgerEntry(
-                transaction_id=transaction_id,
-                account_id=leg.account.pk,
-                amount=leg.amount,
-                kind=leg.kind,
-                task=posting.task,
-                memo=posting.memo[:200],
-            )
+            {
+                "transaction_id": transaction_id,
+                "account_id": leg.account.pk,
+                "amount": leg.amount,
+                "kind": leg.kind,
+                "task_id": task_id,
+                "memo": memo,
+            }
             for leg in legs
         ]
     if not entries:
         return ids
-    insert_rows(entries)
+    insert_values(LedgerEntry, entries)
     changed = [(pk, balance) for pk, balance in balances.items() if balance != rows[pk].balance]
     if changed:
         update_field(Account, "balance", changed)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
+
+from aicp.ids import time_ordered_uuid
 
 MONEY = {"max_digits": 19, "decimal_places": 4}
 ZERO = Decimal("0.0000")
@@ -22,8 +23,11 @@ class Task(models.Model):
 
     FINAL_STATUSES = (Status.COMPLETED, Status.FAILED)
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    buyer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="tasks")
+    id = models.UUIDField(primary_key=True, default=time_ordered_uuid, editable=False)
+    # Not indexed alone: the (buyer, -created_at) index below leads with it.
+    buyer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="tasks", db_index=False
+    )
     description = models.TextField(max_length=8000)
     complexity = models.PositiveSmallIntegerField()
     task_type = models.SlugField(max_length=64, blank=True, default="")
@@ -35,7 +39,8 @@ class Task(models.Model):
     executed_by = models.ForeignKey(
         "agents.Agent", on_delete=models.PROTECT, null=True, blank=True, related_name="executed_tasks"
     )
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    # Not indexed alone: the (status, lease_until) index below leads with it.
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     result = models.TextField(blank=True, default="")
     confidence = models.FloatField(null=True, blank=True, help_text="Duke's calibrated confidence.")
     price = models.DecimalField(**MONEY, help_text="Quoted at submission; what the buyer pays on success.")

@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import cast
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -24,7 +25,7 @@ from agents.models import Agent
 from agents.pricing import quantize_money, quote, token_cost
 from agents.selectors import agent_default_llm, agent_duke, agent_get
 from agents.services import agent_record_correction, agent_record_outcome
-from aicp.db import insert_rows, process_connection
+from aicp.db import PreparedRow, insert_rows, prepare_row, process_connection
 from aicp.exceptions import (
     Conflict,
     DomainError,
@@ -203,25 +204,28 @@ def _created_in_window(
     return created
 
 
-def _insert_held(*, items: Sequence[tuple[Task, SubmitLimit | None]]) -> list[Task | DomainError]:
+def _insert_held(*, items: Sequence[tuple[PreparedRow, SubmitLimit | None]]) -> list[Task | DomainError]:
     """Holds each task's quote in escrow and inserts the tasks held; returns each task or its refusal.
 
-    The tasks (quoted, not saved; each with the buyer's submit limit, if any) are decided one by one in
-    order, exactly as if submitted one after the other: a task is refused (SubmitRateExceeded and
-    SpendCapExceeded, 429; InsufficientFunds, 402) on the tasks, the day's spend and the balance its buyer
-    has after the tasks before it. Those held are written with one INSERT of tasks, one of ledger entries
-    and one balance UPDATE statement. The caller holds the transaction.
+    The tasks (quoted, their rows prepared by ``prepare_row``, not saved; each with the buyer's submit
+    limit, if any) are decided one by one in order, exactly as if submitted one after the other: a task
+    is refused (SubmitRateExceeded and SpendCapExceeded, 429; InsufficientFunds, 402) on the tasks, the
+    day's spend and the balance its buyer has after the tasks before it. Those held are written with one
+    INSERT of tasks, one of ledger entries and one balance UPDATE statement. The caller holds the
+    transaction.
     """
-    keys = {key for task, _ in items for key in _hold_keys(task.buyer_id)}
+    tasks = [(cast(Task, row.row), limit) for row, limit in items]
+    rows = {row.row.pk: row for row, _ in items}
+    keys = {key for task, _ in tasks for key in _hold_keys(task.buyer_id)}
     # Found and locked in one statement; the posting below reuses the locked rows instead of locking again.
     locked = ledger.lock(keys)
     now = timezone.now()
-    created = _created_in_window(items, now)
+    created = _created_in_window(tasks, now)
     held_alongside: dict[int, Decimal] = defaultdict(lambda: ZERO)
     created_alongside: dict[int, int] = defaultdict(int)
     outcomes: list[Task | DomainError] = []
     postings = []
-    for task, limit in items:
+    for task, limit in tasks:
         available_key, escrow_key = _hold_keys(task.buyer_id)
         earlier = held_alongside[task.buyer_id]
         available = locked[available_key].balance - earlier
@@ -258,7 +262,7 @@ def _insert_held(*, items: Sequence[tuple[Task, SubmitLimit | None]]) -> list[Ta
                 f"hold for task {task.id}",
             )
         )
-    insert_rows([posting.task for posting in postings])
+    insert_rows([rows[posting.task.pk] for posting in postings])
     ledger.post_many(postings=postings, locked=locked.values())
     return outcomes
 
@@ -370,7 +374,7 @@ def _create_held_task(
 ) -> Task:
     """One submission: the agent's quote, the task row, and the quote held in escrow (or a refusal)."""
     task = _quoted_task(buyer=buyer, request=request, agent=agent, **fields)
-    (outcome,) = _insert_held(items=[(task, limit)])
+    (outcome,) = _insert_held(items=[(prepare_row(task), limit)])
     if isinstance(outcome, DomainError):
         raise outcome
     return outcome
@@ -416,18 +420,21 @@ def task_submit(*, buyer: User, request: TaskRequest, limit: SubmitLimit | None 
     return outcome
 
 
-@transaction.atomic
 def task_submit_many(*, submissions: Sequence[Submission]) -> list[Task | DomainError]:
     """Submissions for agents (not answered by Duke) written together; each task or its refusal, in order.
 
     Each is decided exactly as if submitted alone, one after the other in this order: the requested
-    agent (read in this transaction, so the quote uses its current reputation), the quote, the buyer's
-    submit limit, spend cap and balance. The accepted ones share one transaction and its INSERTs, and one
-    request for a drainer when it commits.
+    agent (read just before the writing transaction, so the quote uses its current reputation), the
+    quote, the buyer's submit limit, spend cap and balance. The accepted ones share one transaction and
+    its INSERTs, and one request for a drainer when it commits.
+
+    What does not depend on the balances (agents, quotes, the task rows' values) is done before the
+    transaction begins: on SQLite it holds the database's one write lock from BEGIN, and every other
+    writer in every process waits for it.
     """
     agents: dict[str, Agent] = {}
     outcomes: list[Task | DomainError | None] = []
-    quoted: list[tuple[int, Task, SubmitLimit | None]] = []
+    quoted: list[tuple[int, PreparedRow, SubmitLimit | None]] = []
     for submission in submissions:
         name = submission.request.agent
         try:
@@ -437,19 +444,27 @@ def task_submit_many(*, submissions: Sequence[Submission]) -> list[Task | Domain
             outcomes.append(refusal)
             continue
         task = _quoted_task(buyer=submission.buyer, request=submission.request, agent=agents[name])
-        quoted.append((len(outcomes), task, submission.limit))
+        quoted.append((len(outcomes), prepare_row(task), submission.limit))
         outcomes.append(None)
-    held = _insert_held(items=[(task, limit) for _, task, limit in quoted])
+    held = _hold_and_enqueue(items=[(row, limit) for _, row, limit in quoted])
     for (index, _, _), outcome in zip(quoted, held, strict=True):
         outcomes[index] = outcome
-    accepted = [outcome for outcome in outcomes if isinstance(outcome, Task)]
+    for task in held:
+        if isinstance(task, Task):
+            logger.info("Task %s SUBMITTED to %s at %s", task.short_id, task.agent.name, task.price)
+    return outcomes  # type: ignore[return-value]
+
+
+@transaction.atomic
+def _hold_and_enqueue(*, items: Sequence[tuple[PreparedRow, SubmitLimit | None]]) -> list[Task | DomainError]:
+    """``_insert_held``, and one request for a drainer for the tasks held when the transaction commits."""
+    outcomes = _insert_held(items=items)
+    accepted = [outcome.id for outcome in outcomes if isinstance(outcome, Task)]
     if accepted:
         from tasks import jobs
 
-        transaction.on_commit(lambda: jobs.enqueue_executions([task.id for task in accepted]))
-    for task in accepted:
-        logger.info("Task %s SUBMITTED to %s at %s", task.short_id, task.agent.name, task.price)
-    return outcomes  # type: ignore[return-value]
+        transaction.on_commit(lambda: jobs.enqueue_executions(accepted))
+    return outcomes
 
 
 def _write_submission_group(group: Sequence[Submission]) -> list[Task | DomainError]:

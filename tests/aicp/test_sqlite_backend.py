@@ -127,3 +127,32 @@ def test_it_gives_up_on_another_writer_after_the_busy_timeout(monkeypatch):
     assert _is_free(_turn())
     with transaction.atomic():
         DrainSlot.objects.create(number=5)
+
+
+def test_it_converts_placeholders_as_django_does_and_remembers_each_statement(monkeypatch):
+    from aicp.sqlite import base
+
+    DrainSlot.objects.create(number=7, state="idle")
+    monkeypatch.setattr(base, "_converted", {})
+    sql = "SELECT number, '100%%' FROM tasks_drainslot WHERE number = %s AND state = %s"
+    with connection.cursor() as cursor:
+        for _ in range(2):
+            cursor.execute(sql, [7, "idle"])
+            assert cursor.fetchall() == [(7, "100%")]
+        cursor.execute("SELECT %(n)s", {"n": 3})  # named parameters: converted, not remembered
+        assert cursor.fetchone() == (3,)
+    assert base._converted == {
+        sql: "SELECT number, '100%' FROM tasks_drainslot WHERE number = ? AND state = ?"
+    }
+
+
+def test_it_stops_remembering_statements_at_its_bound(monkeypatch):
+    from aicp.sqlite import base
+
+    monkeypatch.setattr(base, "_converted", {})
+    monkeypatch.setattr(base, "_CONVERTED_MAX", 3)
+    with connection.cursor() as cursor:
+        for value in range(5):  # a value inlined into the SQL makes each statement new
+            cursor.execute(f"SELECT {value}, %s", [value])
+            assert cursor.fetchone() == (value, value)
+    assert len(base._converted) == 3

@@ -9,6 +9,7 @@ from unittest import mock
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from aicp.exceptions import InsufficientFunds, NotFound, SpendCapExceeded, SubmitRateExceeded
 from tasks import services
@@ -216,3 +217,26 @@ def test_every_group_is_written_on_the_processs_one_writing_connection(default_a
     assert len(afterwards) == 4 and all(own is not writers[0] for own in afterwards)
     assert len({id(own) for own in afterwards}) == 4
     assert Task.objects.filter(buyer=buyer).count() == 4
+
+
+def test_only_what_depends_on_the_locked_balances_runs_inside_the_write_transaction(buyer, other_buyer):
+    limit = SubmitLimit(count=100, window_s=60)
+    with CaptureQueriesContext(connection) as captured:
+        outcomes = task_submit_many(
+            submissions=[Submission(buyer, SUMMARY, limit), Submission(other_buyer, SUMMARY, limit)]
+        )
+    assert all(isinstance(task, Task) for task in outcomes)
+
+    statements = [query["sql"] for query in captured.captured_queries]
+    # Inside the test's transaction the service's own transaction is a savepoint: it marks where the
+    # writing transaction (on SQLite, the database's write lock) begins and ends.
+    begin = next(i for i, sql in enumerate(statements) if sql.startswith("SAVEPOINT"))
+    end = next(i for i, sql in enumerate(statements) if sql.startswith("RELEASE SAVEPOINT"))
+    assert any("agents_agent" in sql for sql in statements[:begin])  # the agent and its quote: before
+    inside = [sql.split(" WHERE ")[0] for sql in statements[begin + 1 : end]]
+    assert len(inside) == 5, inside
+    assert 'FROM "tasks_account"' in inside[0]  # the buyers' accounts, locked
+    assert 'FROM "tasks_task"' in inside[1]  # their submissions in the limit's window
+    assert inside[2].startswith('INSERT INTO "tasks_task"')
+    assert inside[3].startswith('INSERT INTO "tasks_ledgerentry"')
+    assert 'UPDATE "tasks_account" SET "balance"' in inside[4]

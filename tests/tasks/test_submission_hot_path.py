@@ -12,7 +12,7 @@ from django.utils import timezone
 from rest_framework.throttling import SimpleRateThrottle
 
 from agents.models import Agent
-from aicp.db import fetch_models, insert_rows, update_field
+from aicp.db import fetch_models, insert_rows, insert_values, prepare_row, update_field
 from tasks.models import Account, DrainSlot, LedgerEntry, Task
 from tasks.selectors import buyer_submission_counts, drain_slots_busy
 from tests.factories import DEFAULT_PASSWORD, authenticated_client, make_buyer
@@ -72,6 +72,66 @@ def test_it_inserts_several_rows_in_one_statement_and_nulls_stay_null(buyer, dja
     stored = list(LedgerEntry.objects.filter(transaction_id=transaction_id).order_by("amount"))
     assert [e.amount for e in stored] == [Decimal("-0.0100"), Decimal("0.0100")]
     assert all(e.task_id is None and e.memo == "" and e.created_at is not None for e in stored)
+
+
+def test_a_row_prepared_before_the_write_is_inserted_with_the_values_of_that_moment(buyer):
+    agent = Agent.objects.get(name="openai-gpt-4o-mini")
+    by_orm = _task(buyer, agent)
+    by_orm.save()
+    prepared = prepare_row(_task(buyer, agent))
+    stamped_at = prepared.row.created_at  # auto_now_add ran when it was prepared
+    assert stamped_at is not None and not Task.objects.filter(pk=prepared.row.pk).exists()
+
+    insert_rows([prepared, _task(buyer, agent, complexity=4)])  # prepared and unprepared, one statement
+
+    orm_row = Task.objects.filter(pk=by_orm.pk).values(*TASK_FIELDS).get()
+    assert Task.objects.filter(pk=prepared.row.pk).values(*TASK_FIELDS).get() == orm_row
+    assert Task.objects.get(pk=prepared.row.pk).created_at == stamped_at
+    assert not prepared.row._state.adding
+    assert Task.objects.filter(buyer=buyer, complexity=4).count() == 1
+
+
+def test_it_inserts_rows_given_as_values_exactly_as_the_orm_would(buyer, django_assert_num_queries):
+    account = Account.objects.get(user=buyer, kind=Account.Kind.BUYER)
+    agent = Agent.objects.get(name="openai-gpt-4o-mini")
+    task = _task(buyer, agent)
+    task.save()
+    transaction_id = uuid.uuid4()
+    by_orm = LedgerEntry.objects.create(
+        transaction_id=transaction_id,
+        account=account,
+        amount=Decimal("-0.0601"),
+        kind="fee",
+        task=task,
+        memo="hold ✓",
+    )
+    with django_assert_num_queries(1):
+        insert_values(
+            LedgerEntry,
+            [
+                {
+                    "transaction_id": transaction_id,
+                    "account_id": account.pk,
+                    "amount": Decimal("-0.0601"),
+                    "kind": "fee",
+                    "task_id": task.pk,
+                    "memo": "hold ✓",
+                },
+                {
+                    "transaction_id": transaction_id,
+                    "account_id": account.pk,
+                    "amount": Decimal("0.0601"),
+                    "kind": "release",
+                },  # task and memo left out: their defaults, as save() would
+            ],
+        )
+
+    columns = [f.attname for f in LedgerEntry._meta.concrete_fields if f.attname not in ("id", "created_at")]
+    rows = list(LedgerEntry.objects.filter(transaction_id=transaction_id).order_by("id").values(*columns))
+    assert rows[1] == rows[0] == LedgerEntry.objects.filter(pk=by_orm.pk).values(*columns).get()
+    assert rows[2] | {"amount": Decimal("-0.0601"), "kind": "fee"} == rows[0] | {"task_id": None, "memo": ""}
+    created = LedgerEntry.objects.filter(transaction_id=transaction_id).exclude(pk=by_orm.pk)
+    assert all(abs(entry.created_at - timezone.now()) < timedelta(seconds=5) for entry in created)
 
 
 def test_it_updates_one_field_of_several_rows_by_key(buyer, other_buyer):
