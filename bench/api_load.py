@@ -380,6 +380,8 @@ def main() -> int:
     cpu_ratio = bare.cpu_ms / submit.cpu_ms if submit.cpu_ms else float("nan")
     mean_bound = args.clients * 1000 / submit.rps if submit.rps else float("inf")
     p99 = percentile(submit.latencies_ms, 99)
+    mean_ms = sum(submit.latencies_ms) / len(submit.latencies_ms) if submit.latencies_ms else float("nan")
+    tail = p99 / mean_ms  # how far the slowest 1 % sit above the mean
     ok = ratio >= TARGET_RATIO and p99 < TARGET_P99_MS and submit.failed == 0 and bare.failed == 0
     failed = submit.failed + bare.failed + paced.failed + (created != warmup.ok + submit.ok + paced.ok)
 
@@ -435,8 +437,10 @@ def main() -> int:
         f"Ratio POST /tasks ÷ bare insert: **{ratio:.2f}**; ratio of their server CPU per request (bare ÷ "
         f"POST /tasks, the ratio the CPU alone would allow with the cores saturated): {cpu_ratio:.2f}. "
         f"At {args.clients} clients sending back to back, the mean latency is {args.clients} ÷ requests/s "
-        f"(Little's law): {mean_bound:.0f} ms for POST /tasks at its rate, so a p99 under "
-        f"{TARGET_P99_MS:.0f} ms needs more than {args.clients * 1000 / TARGET_P99_MS:.0f} requests/s. "
+        f"(Little's law): {mean_bound:.0f} ms for POST /tasks at its rate, so even the mean is under "
+        f"{TARGET_P99_MS:.0f} ms only above {args.clients * 1000 / TARGET_P99_MS:.0f} requests/s, and "
+        f"with the p99 at {tail:.1f}× the mean as measured, a p99 under {TARGET_P99_MS:.0f} ms needs about "
+        f"{tail * args.clients * 1000 / TARGET_P99_MS:.0f} requests/s. "
         f"Tasks created: {created}, one per 201 answer "
         f"(warm-up included): {'yes' if created == warmup.ok + submit.ok + paced.ok else 'NO'}. "
         f"Peak RSS of the web server (all workers): {mib(sampler.peaks.get('web', 0))}.",
