@@ -21,3 +21,12 @@ def time_ordered_uuid() -> uuid.UUID:
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # variant 10 (RFC 9562)
     return uuid.UUID(int=value)
+
+
+def short_id(value: uuid.UUID) -> str:
+    """Five hex characters naming an id in logs and lists: its random tail, not its head.
+
+    A time-ordered id's head is its timestamp, shared by every id made within minutes of each other.
+    Still a substring of the full id, so the admin's search finds it.
+    """
+    return value.hex[-5:]

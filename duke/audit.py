@@ -24,6 +24,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from aicp.ids import short_id
 from duke.calibration import wilson_lower_bound
 from duke.models import RoutingState, ServedTask
 from duke.services import sample_record
@@ -172,7 +173,7 @@ def audit_record(
     )
     logger.info(
         "Duke audit of task %s: LLM %s (%r vs Duke's %r)",
-        task_id.hex[:5],
+        short_id(task_id),
         "agreed" if agreed else "DISAGREED",
         llm_label,
         served.label,
@@ -188,7 +189,7 @@ def audit_fail(*, task_id: uuid.UUID, error: str) -> bool:
         audit=ServedTask.Audit.FAILED
     )
     if failed:
-        logger.warning("Duke audit of task %s failed: %s", task_id.hex[:5], error[:300])
+        logger.warning("Duke audit of task %s failed: %s", short_id(task_id), error[:300])
     return bool(failed)
 
 

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
-from aicp.ids import time_ordered_uuid
+from aicp.ids import short_id, time_ordered_uuid
 
 MONEY = {"max_digits": 19, "decimal_places": 4}
 ZERO = Decimal("0.0000")
@@ -83,7 +83,7 @@ class Task(models.Model):
 
     @property
     def short_id(self) -> str:
-        return self.id.hex[:5]
+        return short_id(self.id)
 
     @property
     def is_labeling(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from aicp.ids import time_ordered_uuid
+from aicp.ids import short_id, time_ordered_uuid
 
 
 def test_it_is_a_version_7_rfc_uuid_carrying_the_current_unix_millisecond():
@@ -36,3 +36,14 @@ def test_the_random_part_makes_each_id_distinct_within_one_millisecond():
     assert len(crowded) > 1
     # 74 random bits: the ids of one millisecond differ beyond the timestamp, not by a counter
     assert len({value.int & ((1 << 62) - 1) for value in crowded}) == len(crowded)
+
+
+def test_a_short_id_is_the_random_tail_so_ids_of_the_same_moment_differ():
+    moment = time_ordered_uuid().int >> 80 << 80
+    first, second = (
+        uuid.UUID(int=moment | 0x7000_8000_0000_0000_0A1B2),
+        uuid.UUID(int=moment | 0x7000_8000_0000_0000_0C3D4),
+    )
+    assert first.hex[:12] == second.hex[:12]  # the same millisecond
+    assert (short_id(first), short_id(second)) == ("0a1b2", "0c3d4")
+    assert short_id(first) in str(first).replace("-", "")
