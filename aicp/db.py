@@ -20,7 +20,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 from django.utils import timezone
 
-_inserts: dict[tuple[type[Model], str, int], tuple[str, list[Field]]] = {}
+_inserts: dict[tuple[type[Model], str, int], str] = {}
 _readers: dict[tuple[type[Model], str, tuple[str, ...]], tuple[list[str], list[tuple[list, object]]]] = {}
 _updates: dict[tuple[type[Model], str, str], str] = {}
 
@@ -82,10 +82,9 @@ def _insert(model: type[Model], rows: Sequence[Sequence[object]], connection: Ba
         columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
         values = ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * len(rows))
         sql = f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({columns}) VALUES {values}"
-        _inserts[shape] = (sql, fields)
-    sql, _ = _inserts[shape]
+        _inserts[shape] = sql
     with connection.cursor() as cursor:
-        cursor.execute(sql, [value for row in rows for value in row])
+        cursor.execute(_inserts[shape], [value for row in rows for value in row])
 
 
 def insert_values(model: type[Model], rows: Sequence[dict[str, object]]) -> None:

@@ -215,7 +215,6 @@ def _insert_held(*, items: Sequence[tuple[PreparedRow, SubmitLimit | None]]) -> 
     transaction.
     """
     tasks = [(cast(Task, row.row), limit) for row, limit in items]
-    rows = {row.row.pk: row for row, _ in items}
     keys = {key for task, _ in tasks for key in _hold_keys(task.buyer_id)}
     # Found and locked in one statement; the posting below reuses the locked rows instead of locking again.
     locked = ledger.lock(keys)
@@ -225,7 +224,8 @@ def _insert_held(*, items: Sequence[tuple[PreparedRow, SubmitLimit | None]]) -> 
     created_alongside: dict[int, int] = defaultdict(int)
     outcomes: list[Task | DomainError] = []
     postings = []
-    for task, limit in tasks:
+    held_rows: list[PreparedRow] = []
+    for (task, limit), (row, _) in zip(tasks, items, strict=True):
         available_key, escrow_key = _hold_keys(task.buyer_id)
         earlier = held_alongside[task.buyer_id]
         available = locked[available_key].balance - earlier
@@ -250,6 +250,7 @@ def _insert_held(*, items: Sequence[tuple[PreparedRow, SubmitLimit | None]]) -> 
             outcomes.append(refusal)
             continue
         held_alongside[task.buyer_id] = earlier + task.price
+        held_rows.append(row)
         created_alongside[task.buyer_id] += 1
         outcomes.append(task)
         postings.append(
@@ -262,7 +263,7 @@ def _insert_held(*, items: Sequence[tuple[PreparedRow, SubmitLimit | None]]) -> 
                 f"hold for task {task.id}",
             )
         )
-    insert_rows([rows[posting.task.pk] for posting in postings])
+    insert_rows(held_rows)
     ledger.post_many(postings=postings, locked=locked.values())
     return outcomes
 
