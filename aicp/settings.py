@@ -226,6 +226,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["aicp.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "aicp.negotiation.RememberingContentNegotiation",
     "DEFAULT_PAGINATION_CLASS": "aicp.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "aicp.openapi.AutoSchema",

@@ -6,7 +6,11 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from aicp import dashboard, views
 
+# The API's own routes first: Django tries patterns in order, and every request to POST /tasks used to
+# fail through the admin, the dashboard and the accounts' routes before reaching its own. No two
+# patterns here match the same path, so the order changes nothing else.
 urlpatterns = [
+    path("", include("tasks.urls")),
     path("admin/", admin.site.urls),
     re_path(r"^health/?$", views.health, name="health"),
     re_path(r"^dashboard/?$", dashboard.dashboard, name="dashboard"),
@@ -14,7 +18,6 @@ urlpatterns = [
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("users.urls")),
-    path("", include("tasks.urls")),
     path("", include("agents.urls")),
     path("", include("duke.urls")),
 ]

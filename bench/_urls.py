@@ -1,7 +1,13 @@
-"""Benchmark-only URLs: the production URLconf plus one bare view that inserts a row (see bench/_site.py).
+"""Benchmark-only URLs: the production URLconf plus two reference views that insert a row (bench/_site.py).
 
-The view is what a Django write costs on this machine with nothing of ours in it: the same middleware,
-no DRF, no authentication, one INSERT (a session row, an existing table).
+``POST /bench/insert`` is what a Django write costs on this machine with nothing of ours in it: the
+same middleware, no DRF, no authentication, one INSERT (a session row, an existing table).
+
+``POST /bench/drf-insert`` is the least any endpoint of this stack does: a DRF view with the API's
+authentication (JWT), parser, negotiation and renderer, a serializer validating the body POST /tasks
+takes, and the same one INSERT. What POST /tasks does beyond it (quote, limits, escrow, ledger, the
+task's row and its full representation) is the business's; what it costs beyond the bare view is the
+framework's.
 """
 
 from __future__ import annotations
@@ -15,6 +21,10 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 
 @csrf_exempt
@@ -28,7 +38,24 @@ def bare_insert(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"id": row.session_key}, status=201)
 
 
+class DrfInsert(APIView):
+    class InputSerializer(serializers.Serializer):
+        description = serializers.CharField(max_length=8000)
+        complexity = serializers.IntegerField(min_value=1, max_value=10)
+
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        row = Session.objects.create(
+            session_key=uuid.uuid4().hex,
+            session_data=json.dumps(serializer.validated_data),
+            expire_date=timezone.now() + timedelta(hours=1),
+        )
+        return Response({"id": row.session_key}, status=201)
+
+
 urlpatterns = [
     path("bench/insert", bare_insert),
+    path("bench/drf-insert", DrfInsert.as_view()),
     path("", include("aicp.urls")),
 ]
