@@ -30,14 +30,25 @@ Result = TypeVar("Result")
 
 
 class _Waiter(Generic[Item, Result]):
-    __slots__ = ("item", "result", "error", "leads", "done")
+    __slots__ = ("item", "result", "error", "leads", "_done")
 
     def __init__(self, item: Item) -> None:
         self.item = item
         self.result: Result | None = None
         self.error: BaseException | None = None
         self.leads = False
-        self.done = threading.Event()
+        # A plain lock, held from the start, that `wake` releases: an Event (a Condition, its lock, and a
+        # lock per wait) cost every submission several lock operations more on both sides.
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def wait(self) -> None:
+        self._done.acquire()
+
+    def wake(self) -> None:
+        """Lets `wait` return. Called exactly once per waiter: by its group's leader, or by the leader
+        that hands it the lead."""
+        self._done.release()
 
     def outcome(self) -> Result:
         if self.error is not None:
@@ -69,7 +80,7 @@ class GroupCommit(Generic[Item, Result]):
             leads = not self._leading
             self._leading = True
         if not leads:
-            waiter.done.wait()
+            waiter.wait()
             if not waiter.leads:
                 return waiter.outcome()
         self._lead()
@@ -86,11 +97,11 @@ class GroupCommit(Generic[Item, Result]):
                 if self._queued:
                     successor = self._queued[0]
                     successor.leads = True
-                    successor.done.set()
+                    successor.wake()
                 else:
                     self._leading = False
             for waiter in group[1:]:  # group[0] is this thread's own caller
-                waiter.done.set()
+                waiter.wake()
 
     def _write_group(self, group: list[_Waiter[Item, Result]]) -> None:
         try:
