@@ -341,11 +341,11 @@ def main() -> int:
             tokens.append(str(RefreshToken.for_user(buyer).access_token))
 
         # The same command line as run_system's web server.
-        gunicorn = [PYTHON, "-m", "gunicorn", "aicp.wsgi:application", "--bind", f"127.0.0.1:{port}"]
-        gunicorn += ["--workers", str(args.web_workers), "--threads", str(args.web_threads)]
-        gunicorn += ["--timeout", "60"]
-        # No control socket: its default path is per user, so a second instance would take it over.
-        gunicorn += ["--graceful-timeout", "10", "--no-control-socket"]
+        from aicp.web import gunicorn_command
+
+        gunicorn = gunicorn_command(
+            python=PYTHON, bind=f"127.0.0.1:{port}", workers=args.web_workers, threads=args.web_threads
+        )
         web = start(gunicorn, env, data / "gunicorn.log")
         sampler = RssSampler()
         sampler.watch("web", web.pid)

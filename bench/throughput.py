@@ -262,9 +262,9 @@ def main() -> int:
 
 def _gunicorn(port: int) -> list[str]:
     """The web server as ``manage.py run_system`` starts it."""
-    command = [PYTHON, "-m", "gunicorn", "aicp.wsgi:application", "--bind", f"127.0.0.1:{port}"]
-    command += ["--workers", "2", "--threads", "8", "--timeout", "60", "--graceful-timeout", "10"]
-    return [*command, "--no-control-socket"]
+    from aicp.web import gunicorn_command
+
+    return gunicorn_command(python=PYTHON, bind=f"127.0.0.1:{port}", workers=2)
 
 
 def _live_buyers(count: int) -> list[str]:

@@ -20,6 +20,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from aicp.web import gunicorn_command
+
 BANNER = "=" * 78
 
 
@@ -100,25 +102,7 @@ class Command(BaseCommand):
             self._ensure_operator()
             children.append(("qcluster", subprocess.Popen([python, manage, "qcluster"], env=child_env)))
             bind = f"{options['host']}:{options['port']}"
-            gunicorn = [
-                python,
-                "-m",
-                "gunicorn",
-                "aicp.wsgi:application",
-                "--bind",
-                bind,
-                "--workers",
-                str(options["web_workers"]),
-                "--threads",
-                "8",
-                "--timeout",
-                "60",
-                "--graceful-timeout",
-                "10",
-                # gunicorn's control socket defaults to one path per user: a second instance on the machine
-                # (another port, a benchmark) would take it over. Nothing here uses gunicornc.
-                "--no-control-socket",
-            ]
+            gunicorn = gunicorn_command(python=python, bind=bind, workers=options["web_workers"])
             children.append(("web", subprocess.Popen(gunicorn, env=child_env)))
             self._wait_for(f"http://{bind}/health", "the web server", accept_degraded=True)
             self.stdout.write(

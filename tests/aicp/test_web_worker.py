@@ -1,0 +1,111 @@
+"""The web server's worker (aicp.web.BalancedThreadWorker) accepts only while it has a free thread."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from aicp.web import BalancedThreadWorker, gunicorn_command
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _limit(*, busy: int, threads: int, held: int, configured: int = 1000) -> int:
+    worker = SimpleNamespace(
+        _busy_threads=busy,
+        cfg=SimpleNamespace(threads=threads),
+        nr_conns=held,
+        _worker_connections=configured,
+    )
+    return BalancedThreadWorker.worker_connections.fget(worker)
+
+
+def test_it_stops_accepting_exactly_while_every_thread_is_busy():
+    # gunicorn accepts while nr_conns < worker_connections
+    assert _limit(busy=0, threads=8, held=0) == 1000
+    assert _limit(busy=7, threads=8, held=30) == 1000
+    assert _limit(busy=8, threads=8, held=30) == 30  # 30 < 30 is false: no accept
+    assert _limit(busy=9, threads=8, held=30) == 30
+    assert _limit(busy=2, threads=8, held=1000) == 1000  # gunicorn's own limit still holds
+    assert _limit(busy=8, threads=8, held=1200) == 1000
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_until_listening(port: int, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "gunicorn exited"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("gunicorn did not listen")
+
+
+@pytest.fixture
+def sleepy_server():
+    port = _free_port()
+    command = gunicorn_command(
+        python=sys.executable,
+        bind=f"127.0.0.1:{port}",
+        workers=2,
+        threads=1,
+        app="tests.aicp.sleepy_wsgi:application",
+    )
+    server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_until_listening(port, server)
+        time.sleep(1.0)  # both workers booted and polling
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _two_clients_at_once(port: int, delay_ms: int) -> list[tuple[str, float]]:
+    """Two new connections, a request each at the same moment: (the answering pid, seconds), per client."""
+    answers: list[tuple[str, float]] = []
+    start = threading.Barrier(2)
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        start.wait()
+        began = time.monotonic()
+        connection.request("GET", f"/?ms={delay_ms}")
+        body = connection.getresponse().read().decode()
+        answers.append((body, time.monotonic() - began))
+        connection.close()
+
+    clients = [threading.Thread(target=client) for _ in range(2)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
+    return answers
+
+
+def test_a_busy_worker_leaves_new_connections_to_the_one_with_a_free_thread(sleepy_server):
+    """Two workers of one thread, two clients connecting at once for a slow request each.
+
+    gunicorn's own worker may accept both (it holds far fewer than 1,000 connections) and serve
+    them one after the other on its one thread; this one takes the second only after the first is done,
+    so the other worker, idle, takes it: both are answered at once, by different processes.
+    """
+    for _ in range(5):
+        answers = _two_clients_at_once(sleepy_server, delay_ms=800)
+        assert len({pid for pid, _ in answers}) == 2, answers
+        assert max(elapsed for _, elapsed in answers) < 1.5, answers  # in parallel, not 0.8 s + 0.8 s
