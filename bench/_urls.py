@@ -26,6 +26,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from tasks.api import MAX_COMPLEXITY, MAX_DESCRIPTION, MIN_COMPLEXITY
+
 
 @csrf_exempt
 def bare_insert(request: HttpRequest) -> JsonResponse:
@@ -40,8 +42,8 @@ def bare_insert(request: HttpRequest) -> JsonResponse:
 
 class DrfInsert(APIView):
     class InputSerializer(serializers.Serializer):
-        description = serializers.CharField(max_length=8000)
-        complexity = serializers.IntegerField(min_value=1, max_value=10)
+        description = serializers.CharField(max_length=MAX_DESCRIPTION)
+        complexity = serializers.IntegerField(min_value=MIN_COMPLEXITY, max_value=MAX_COMPLEXITY)
 
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from aicp.web import gunicorn_command  # noqa: E402
 from bench._common import (  # noqa: E402
     MANAGE,
     PYTHON,
@@ -341,8 +342,6 @@ def main() -> int:
             tokens.append(str(RefreshToken.for_user(buyer).access_token))
 
         # The same command line as run_system's web server.
-        from aicp.web import gunicorn_command
-
         gunicorn = gunicorn_command(
             python=PYTHON, bind=f"127.0.0.1:{port}", workers=args.web_workers, threads=args.web_threads
         )

@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from aicp.web import gunicorn_command  # noqa: E402
 from bench._common import (  # noqa: E402
     MANAGE,
     PYTHON,
@@ -262,8 +263,6 @@ def main() -> int:
 
 def _gunicorn(port: int) -> list[str]:
     """The web server as ``manage.py run_system`` starts it."""
-    from aicp.web import gunicorn_command
-
     return gunicorn_command(python=PYTHON, bind=f"127.0.0.1:{port}", workers=2)
 
 

@@ -92,19 +92,15 @@ class TaskOutputSerializer(SharedFieldsMixin, serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def to_representation(self, instance: Task) -> dict:
+        return self.render(instance)
+
     @classmethod
-    def render(cls, task: Task) -> dict:
+    def render(cls, instance: Task) -> dict:
         """``TaskOutputSerializer(task).data``, without building a serializer (a DRF field) to get it.
 
         Building one per answer cost POST /tasks more than rendering the task did.
         """
-        return cls._represent(task)
-
-    def to_representation(self, instance: Task) -> dict:
-        return self._represent(instance)
-
-    @classmethod
-    def _represent(cls, instance: Task) -> dict:
         # DRF's loop resolves each field's source through get_attribute and its error handling on every
         # call; for every task answered that was the largest part of rendering it. The same fields, in the
         # same order, each converted by its own to_representation; None stays None, as DRF renders it.
