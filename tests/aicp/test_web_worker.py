@@ -8,22 +8,27 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from aicp.web import BalancedThreadWorker, gunicorn_command
+from aicp.web import MAX_ACCEPT_PAUSE_S, BalancedThreadWorker, gunicorn_command
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _limit(*, busy: int, threads: int, held: int, configured: int = 1000) -> int:
+def _limit(*, busy: int, threads: int, held: int, configured: int = 1000, pending: int = 0) -> int:
+    """The limit gunicorn's loop sees, for ``held`` connections of which ``busy`` are with the threads and
+    ``pending`` wait for their first bytes (the rest are kept alive between requests)."""
     worker = SimpleNamespace(
-        _busy_threads=busy,
         cfg=SimpleNamespace(threads=threads),
         nr_conns=held,
+        keepalived_conns=deque(range(held - busy - pending)),
+        pending_conns=deque(range(pending)),
         _worker_connections=configured,
+        _paused_since=None,
     )
     return BalancedThreadWorker.worker_connections.fget(worker)
 
@@ -32,10 +37,30 @@ def test_it_stops_accepting_exactly_while_every_thread_is_busy():
     # gunicorn accepts while nr_conns < worker_connections
     assert _limit(busy=0, threads=8, held=0) == 1000
     assert _limit(busy=7, threads=8, held=30) == 1000
+    assert _limit(busy=7, threads=8, held=30, pending=5) == 1000
     assert _limit(busy=8, threads=8, held=30) == 30  # 30 < 30 is false: no accept
     assert _limit(busy=9, threads=8, held=30) == 30
     assert _limit(busy=2, threads=8, held=1000) == 1000  # gunicorn's own limit still holds
     assert _limit(busy=8, threads=8, held=1200) == 1000
+
+
+def test_a_pause_ends_after_its_bound_with_one_connection_accepted():
+    worker = SimpleNamespace(
+        cfg=SimpleNamespace(threads=1),
+        nr_conns=3,
+        keepalived_conns=deque(),
+        pending_conns=deque(),
+        _worker_connections=1000,
+        _paused_since=None,
+    )
+    limit = BalancedThreadWorker.worker_connections.fget
+    assert limit(worker) == 3  # busy: the pause begins
+    assert limit(worker) == 3  # and holds
+    worker._paused_since -= MAX_ACCEPT_PAUSE_S
+    assert limit(worker) == 1000  # over: one accept
+    assert limit(worker) == 3  # still busy: a new pause
+    worker.keepalived_conns.extend([1, 2, 3])  # all three idle between requests
+    assert limit(worker) == 1000 and worker._paused_since is None  # a free thread: no pause
 
 
 def _free_port() -> int:
@@ -109,3 +134,30 @@ def test_a_busy_worker_leaves_new_connections_to_the_one_with_a_free_thread(slee
         answers = _two_clients_at_once(sleepy_server, delay_ms=800)
         assert len({pid for pid, _ in answers}) == 2, answers
         assert max(elapsed for _, elapsed in answers) < 1.5, answers  # in parallel, not 0.8 s + 0.8 s
+
+
+def test_a_new_client_is_not_left_waiting_while_every_thread_stays_busy(sleepy_server):
+    """Four clients keep both one-thread workers busy back to back; a fifth connecting meanwhile is
+    answered after a few requests' time, not when the load ends (the pause before accepting is bounded)."""
+    load_until = time.monotonic() + 5.0
+
+    def keep_busy() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", sleepy_server, timeout=30)
+        while time.monotonic() < load_until:
+            connection.request("GET", "/?ms=200")
+            connection.getresponse().read()
+        connection.close()
+
+    loaders = [threading.Thread(target=keep_busy) for _ in range(4)]
+    for thread in loaders:
+        thread.start()
+    time.sleep(1.0)
+    began = time.monotonic()
+    newcomer = http.client.HTTPConnection("127.0.0.1", sleepy_server, timeout=30)
+    newcomer.request("GET", "/?ms=0")
+    assert newcomer.getresponse().status == 200
+    waited = time.monotonic() - began
+    newcomer.close()
+    for thread in loaders:
+        thread.join()
+    assert waited < 2.0, f"a new client waited {waited:.1f} s while the others kept the workers busy"
