@@ -59,6 +59,8 @@ class Phase:
     latencies_ms: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    # Each client's answered requests: a p99 over requests hides a client kept waiting the whole phase.
+    answered_per_client: list[int] = field(default_factory=list)
     seconds: float = 0.0
     server_cpu_s: float = 0.0  # CPU the web server's processes used during the phase
 
@@ -146,6 +148,7 @@ class _Connection:
 async def _client(port: int, request: bytes, deadline: float, phase: Phase | None) -> None:
     """One keep-alive connection sending ``request`` back to back until ``deadline``."""
     connection = _Connection(port)
+    answered = 0
     while time.monotonic() < deadline:
         started = time.perf_counter()
         try:
@@ -158,7 +161,10 @@ async def _client(port: int, request: bytes, deadline: float, phase: Phase | Non
         if phase is not None:
             phase.latencies_ms.append((time.perf_counter() - started) * 1000)
             phase.statuses[status] = phase.statuses.get(status, 0) + 1
+            answered += 1
     connection.close()
+    if phase is not None:
+        phase.answered_per_client.append(answered)
 
 
 @dataclass(frozen=True)
@@ -456,6 +462,9 @@ def main() -> int:
         f"{TARGET_P99_MS:.0f} ms only above {args.clients * 1000 / TARGET_P99_MS:.0f} requests/s, and "
         f"with the p99 at {tail:.1f}× the mean as measured, a p99 under {TARGET_P99_MS:.0f} ms needs about "
         f"{tail * args.clients * 1000 / TARGET_P99_MS:.0f} requests/s. "
+        "Requests answered per client in the POST /tasks phase: fewest "
+        f"{min(submit.answered_per_client, default=0)}, most {max(submit.answered_per_client, default=0)} "
+        "(a client left waiting in a queue would show as a few). "
         f"Tasks created: {created}, one per 201 answer "
         f"(warm-up included): {'yes' if created == warmup.ok + submit.ok + paced.ok else 'NO'}. "
         f"Peak RSS of the web server (all workers): {mib(sampler.peaks.get('web', 0))}.",
