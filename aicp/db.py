@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,8 +47,10 @@ _INTEGER_FIELDS = (
     models.PositiveIntegerField,
     models.PositiveSmallIntegerField,
     models.PositiveBigIntegerField,
+    models.AutoField,
+    models.SmallAutoField,
+    models.BigAutoField,
 )
-_AUTO_FIELDS = (models.AutoField, models.SmallAutoField, models.BigAutoField)
 
 
 def _kept_types(field: Field, connection: BaseDatabaseWrapper) -> frozenset[type]:
@@ -66,24 +68,28 @@ def _kept_types(field: Field, connection: BaseDatabaseWrapper) -> frozenset[type
         ops.adapt_integerfield_value is BaseDatabaseOperations.adapt_integerfield_value
         and ops.validate_autopk_value is BaseDatabaseOperations.validate_autopk_value
     )
-    kind = type(field.target_field) if isinstance(field, models.ForeignKey) else type(field)
-    if kind in _TEXT_FIELDS:
+    is_foreign_key = isinstance(field, models.ForeignKey)
+    kind = type(field.target_field) if is_foreign_key else type(field)
+    if kind in _TEXT_FIELDS and not is_foreign_key:  # "" is NULL for some targets: left to the field
         kept.add(str)
     elif kind is models.BooleanField:
         kept.add(bool)
-    elif sends_integers and (kind in _INTEGER_FIELDS or kind in _AUTO_FIELDS):
+    elif sends_integers and kind in _INTEGER_FIELDS:
         kept.add(int)
-    if isinstance(field, models.ForeignKey) and str in kept:
-        kept.discard(str)  # "" is NULL for some targets: left to the field
     return frozenset(kept)
 
 
 @dataclass(frozen=True)
 class _FieldPlan:
-    attname: str
-    pre_save: Callable[[Model, bool], object] | None  # None: the attribute as it is (Field.pre_save)
+    field: Field
+    reads_attribute: bool  # its pre_save is the attribute as it is
     kept: frozenset[type]
-    prepare: Callable[..., object]
+
+    def sent(self, value: object, connection: BaseDatabaseWrapper) -> object:
+        """``field.get_db_prep_save(value)``, without the call for a value it keeps as it is."""
+        return (
+            value if type(value) in self.kept else self.field.get_db_prep_save(value, connection=connection)
+        )
 
 
 _plans: dict[tuple[type[Model], str], list[_FieldPlan]] = {}
@@ -103,12 +109,7 @@ def _insert_plan(model: type[Model], connection: BaseDatabaseWrapper) -> list[_F
     plan = _plans.get(shape)
     if plan is None:
         plan = [
-            _FieldPlan(
-                field.attname,
-                None if _reads_attribute(field) else field.pre_save,
-                _kept_types(field, connection),
-                field.get_db_prep_save,
-            )
+            _FieldPlan(field, _reads_attribute(field), _kept_types(field, connection))
             for field in _insert_fields(model)
         ]
         _plans[shape] = plan
@@ -129,9 +130,13 @@ def _values(row: Model, connection: BaseDatabaseWrapper) -> list[object]:
     # Each field's get_db_prep_save(pre_save(row)), skipping the call for values it keeps as they are:
     # the calls were a fifth of a submission group's CPU while it held the write lock.
     values = []
-    for field in _insert_plan(type(row), connection):
-        value = getattr(row, field.attname) if field.pre_save is None else field.pre_save(row, True)
-        values.append(value if type(value) in field.kept else field.prepare(value, connection=connection))
+    for plan in _insert_plan(type(row), connection):
+        field = plan.field
+        values.append(
+            plan.sent(
+                getattr(row, field.attname) if plan.reads_attribute else field.pre_save(row, True), connection
+            )
+        )
     return values
 
 
@@ -179,7 +184,7 @@ def insert_values(model: type[Model], rows: Sequence[dict[str, object]]) -> None
     if not rows:
         return
     connection = connections[router.db_for_write(model)]
-    plan = list(zip(_insert_fields(model), _insert_plan(model, connection), strict=True))
+    plan = _insert_plan(model, connection)
     now = timezone.now()
 
     def value(field: Field, row: dict[str, object]) -> object:
@@ -189,16 +194,11 @@ def insert_values(model: type[Model], rows: Sequence[dict[str, object]]) -> None
             return now
         return field.get_default()
 
-    prepared = []
-    for row in rows:
-        values = []
-        for field, field_plan in plan:
-            given = value(field, row)
-            values.append(
-                given if type(given) in field_plan.kept else field_plan.prepare(given, connection=connection)
-            )
-        prepared.append(values)
-    _insert(model, prepared, connection)
+    _insert(
+        model,
+        [[field_plan.sent(value(field_plan.field, row), connection) for field_plan in plan] for row in rows],
+        connection,
+    )
 
 
 def fetch_models(model: type[Model], sql: str, params: Sequence[object]) -> list[Model]:

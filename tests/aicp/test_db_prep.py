@@ -68,9 +68,9 @@ def test_a_prepared_row_equals_what_each_field_would_prepare(buyer):
         for field in _insert_fields(Task)
     ]
     for field_plan, ours, theirs in zip(plan, prepared, expected, strict=True):
-        if field_plan.attname in ("created_at", "updated_at"):
+        if field_plan.field.attname in ("created_at", "updated_at"):
             continue  # stamped at each pre_save
-        assert _sent(ours) == _sent(theirs), field_plan.attname
+        assert _sent(ours) == _sent(theirs), field_plan.field.attname
 
 
 def _sent(value: object) -> object:
