@@ -1,16 +1,28 @@
-"""A WSGI app for the web worker's test: answers with its process id after sleeping ?ms= milliseconds."""
+"""A WSGI app for the web worker's test: answers with its process id after sleeping ?ms= milliseconds.
+
+``?gc=1`` answers with the process id and how many objects the garbage collector has frozen instead.
+Every request keeps one new list alive for good (as caches filled on first use do), so objects that
+outlive the first requests can be told from those imported with the app.
+"""
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs
 
+kept_for_good: list[list[int]] = []
+
 
 def application(environ: dict, start_response: Callable) -> Iterable[bytes]:
-    delay_ms = int(parse_qs(environ.get("QUERY_STRING", "")).get("ms", ["0"])[0])
-    time.sleep(delay_ms / 1000)
-    body = str(os.getpid()).encode()
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    kept_for_good.append([len(kept_for_good)])
+    if query.get("gc"):
+        body = f"{os.getpid()} {gc.get_freeze_count()}".encode()
+    else:
+        time.sleep(int(query.get("ms", ["0"])[0]) / 1000)
+        body = str(os.getpid()).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]

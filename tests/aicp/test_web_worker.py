@@ -1,4 +1,5 @@
-"""The web server's worker (aicp.web.BalancedThreadWorker) accepts only while it has a free thread."""
+"""The web server's worker (aicp.web.BalancedThreadWorker): it accepts only while it has a free thread, and
+keeps the application's long-lived objects out of the garbage collector's passes."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from aicp.web import MAX_ACCEPT_PAUSE_S, BalancedThreadWorker, gunicorn_command
+from aicp.web import HEAP_SETTLED_AFTER_REQUESTS, MAX_ACCEPT_PAUSE_S, BalancedThreadWorker, gunicorn_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,24 +83,33 @@ def _wait_until_listening(port: int, server: subprocess.Popen) -> None:
     raise AssertionError("gunicorn did not listen")
 
 
-@pytest.fixture
-def sleepy_server():
+def _serve_sleepy(*, workers: int) -> Iterator[int]:
     port = _free_port()
     command = gunicorn_command(
         python=sys.executable,
         bind=f"127.0.0.1:{port}",
-        workers=2,
+        workers=workers,
         threads=1,
         app="tests.aicp.sleepy_wsgi:application",
     )
     server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_until_listening(port, server)
-        time.sleep(1.0)  # both workers booted and polling
+        time.sleep(1.0)  # every worker booted and polling
         yield port
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.fixture
+def sleepy_server() -> Iterator[int]:
+    yield from _serve_sleepy(workers=2)
+
+
+@pytest.fixture
+def one_worker_server() -> Iterator[int]:
+    yield from _serve_sleepy(workers=1)
 
 
 def _two_clients_at_once(port: int, delay_ms: int) -> list[tuple[str, float]]:
@@ -161,3 +172,28 @@ def test_a_new_client_is_not_left_waiting_while_every_thread_stays_busy(sleepy_s
     for thread in loaders:
         thread.join()
     assert waited < 2.0, f"a new client waited {waited:.1f} s while the others kept the workers busy"
+
+
+def _frozen_objects(connection: http.client.HTTPConnection) -> int:
+    connection.request("GET", "/?gc=1")
+    return int(connection.getresponse().read().decode().split()[1])
+
+
+def test_the_heap_is_frozen_once_loaded_and_again_once_the_first_requests_are_served(one_worker_server):
+    connection = http.client.HTTPConnection("127.0.0.1", one_worker_server, timeout=30)
+    loaded = _frozen_objects(connection)
+    assert loaded > 1000, "the application's objects (gunicorn, the app) are frozen when the worker loads it"
+    for _ in range(HEAP_SETTLED_AFTER_REQUESTS - 3):
+        connection.request("GET", "/")
+        connection.getresponse().read()
+    assert _frozen_objects(connection) == loaded, "nothing more is frozen before the settling point"
+    connection.request("GET", "/")  # the worker's HEAP_SETTLED_AFTER_REQUESTS-th request
+    connection.getresponse().read()
+    settled = _frozen_objects(connection)
+    # The app kept one list per request answered: all of them are frozen now, as is what they are kept in.
+    assert settled >= loaded + HEAP_SETTLED_AFTER_REQUESTS, (loaded, settled)
+    for _ in range(50):
+        connection.request("GET", "/")
+        connection.getresponse().read()
+    assert _frozen_objects(connection) == settled, "frozen once more, not after every request"
+    connection.close()
