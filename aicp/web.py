@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 
 from gunicorn.workers.gthread import ThreadWorker
+
+from aicp.heap import freeze_heap
 
 WEB_THREADS = 8
 MAX_ACCEPT_PAUSE_S = 0.025
@@ -14,19 +15,6 @@ MAX_ACCEPT_PAUSE_S = 0.025
 # fields, statements, negotiation answers): long-lived objects that would otherwise stay in every collection.
 HEAP_SETTLED_AFTER_REQUESTS = 1000
 _heap_settle_guard = threading.Lock()
-
-
-def freeze_heap() -> int:
-    """Collects garbage, then puts every object alive now beyond the cyclic collector (``gc.freeze``).
-
-    A web worker holds about 100,000 long-lived objects (Django, DRF, the app) that never become garbage,
-    and the collector's full passes walked them all: under load they took 50-100 ms every few seconds,
-    stalling all of the worker's threads at once, and were most of POST /tasks' slowest 1%. Frozen ones
-    are not walked; freed by reference counting, they still go. Returns how many objects are frozen.
-    """
-    gc.collect()
-    gc.freeze()
-    return gc.get_freeze_count()
 
 
 def gunicorn_command(
