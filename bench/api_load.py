@@ -310,7 +310,8 @@ def _own_database_per_worker_phase(
     finally:
         stop(web)
     # The answers came from the copies, each worker's own, and the shared file was left alone.
-    copies = sorted(Path(data).glob(Path(env["AICP_SQLITE_PATH"]).name + ".worker*"))
+    shared_name = Path(env["AICP_SQLITE_PATH"]).name
+    copies = [path for path in data.glob(f"{shared_name}.worker*") if path.suffix[len(".worker") :].isdigit()]
     written = sum(_count_tasks(str(copy)) - shared_tasks for copy in copies)
     if _count_tasks(env["AICP_SQLITE_PATH"]) != shared_tasks or len(copies) < 2:
         raise RuntimeError(f"the workers did not write their own copies: {copies}")
