@@ -61,14 +61,14 @@ def _kept_types(field: Field, connection: BaseDatabaseWrapper) -> frozenset[type
     The rest go through the field as before; tests/aicp/test_db_prep.py checks every model's fields.
     """
     kept: set[type] = set()
-    if isinstance(field, models.ForeignKey) or (field.null and not isinstance(field, models.JSONField)):
+    is_foreign_key = isinstance(field, models.ForeignKey)
+    if is_foreign_key or (field.null and not isinstance(field, models.JSONField)):
         kept.add(type(None))  # a foreign key sends None as NULL whether nullable or not, as Django does
     ops = type(connection.ops)
     sends_integers = (
         ops.adapt_integerfield_value is BaseDatabaseOperations.adapt_integerfield_value
         and ops.validate_autopk_value is BaseDatabaseOperations.validate_autopk_value
     )
-    is_foreign_key = isinstance(field, models.ForeignKey)
     kind = type(field.target_field) if is_foreign_key else type(field)
     if kind in _TEXT_FIELDS and not is_foreign_key:  # "" is NULL for some targets: left to the field
         kept.add(str)

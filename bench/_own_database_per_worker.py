@@ -11,11 +11,25 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
+
+_COPY_SUFFIX = ".worker"
+
+
+def copy_path(shared: str, worker_age: int) -> str:
+    """The copy a worker (by gunicorn's ``worker.age``, 1 for the first one started) writes."""
+    return f"{shared}{_COPY_SUFFIX}{worker_age}"
+
+
+def copies(shared: str) -> list[Path]:
+    """The workers' copies of ``shared`` that exist (not their -wal and -shm files)."""
+    prefix = Path(shared).name + _COPY_SUFFIX
+    return [path for path in Path(shared).parent.glob(f"{prefix}*") if path.name[len(prefix) :].isdigit()]
 
 
 def post_fork(server: object, worker: object) -> None:
     shared = os.environ["AICP_SQLITE_PATH"]
-    own = f"{shared}.worker{worker.age}"  # type: ignore[attr-defined]
+    own = copy_path(shared, worker.age)  # type: ignore[attr-defined]
     if not os.path.exists(own):
         shutil.copyfile(shared, own)
     os.environ["AICP_SQLITE_PATH"] = own  # read by aicp.settings when the worker loads the application
