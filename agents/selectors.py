@@ -5,8 +5,8 @@ from django.db import connections
 from django.db.models import QuerySet
 
 from agents.models import Agent
-from aicp.db import fetch_models
-from aicp.exceptions import NotFound
+from core.exceptions import NotFound
+from core.perf.db import fetch_models
 
 
 def agent_list(*, include_inactive: bool = False) -> QuerySet[Agent]:

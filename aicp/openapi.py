@@ -2,7 +2,7 @@
 
 drf-spectacular documents the success response and whatever a view lists by hand. The API also answers
 400/401/403/404/413/415/429 from the framework (validation, authentication, permissions, parsers,
-throttles) through `aicp.exceptions.api_exception_handler`; a client generated from the schema, and
+throttles) through `core.exceptions.api_exception_handler`; a client generated from the schema, and
 schemathesis, must know those exist and what their body looks like.
 """
 

@@ -173,19 +173,27 @@ def _database_from_url(url: str) -> dict:
     }
 
 
+# --- the performance layer (core/perf/): one switch per trick; each gain in docs/ARCHITECTURE.md ----------
+# Switched off, a trick gives way to the stock Django / DRF / gunicorn behaviour it replaces.
+AICP_PERF_SQLITE_QUEUE = env_bool("AICP_PERF_SQLITE_QUEUE", True)  # core/perf/sqlite
+AICP_PERF_NEGOTIATION = env_bool("AICP_PERF_NEGOTIATION", True)  # core/perf/negotiation.py
+AICP_PERF_CACHE_CULL = env_bool("AICP_PERF_CACHE_CULL", True)  # core/perf/cache.py
+AICP_PERF_WEB_WORKER = env_bool("AICP_PERF_WEB_WORKER", True)  # core/perf/web.py and heap.py
+
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": _database_from_url(DATABASE_URL)}
 else:
     # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN so two
     # writers queue on the busy timeout instead of failing with "database is locked" mid-transaction.
-    # aicp.sqlite is Django's backend with one process's writers taking turns on a mutex first (see there).
+    # core.perf.sqlite is Django's backend with one process's writers taking turns on a mutex first
+    # (see there).
     # Memory-mapped reads: each thread has its own connection, and a connection drops its page cache
     # whenever another one has written; re-reading pages through mmap instead of read() took POST /tasks
     # from 330 to 469 requests/s with 8 threads in one process (and the bare insert from 1,597 to 2,432).
     DATABASES = {
         "default": {
-            "ENGINE": "aicp.sqlite",
+            "ENGINE": "core.perf.sqlite" if AICP_PERF_SQLITE_QUEUE else "django.db.backends.sqlite3",
             "NAME": env_str("AICP_SQLITE_PATH", str(DATA_DIR / "aicp.sqlite3")),
             # Kept open between requests: opening one costs more than many a request's own queries.
             "CONN_MAX_AGE": env_int("AICP_DB_CONN_MAX_AGE", 60, minimum=0),
@@ -225,12 +233,16 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["aicp.parsers.JSONParser"],
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "aicp.negotiation.RememberingContentNegotiation",
-    "DEFAULT_PAGINATION_CLASS": "aicp.pagination.PageNumberPagination",
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": (
+        "core.perf.negotiation.RememberingContentNegotiation"
+        if AICP_PERF_NEGOTIATION
+        else "rest_framework.negotiation.DefaultContentNegotiation"
+    ),
+    "DEFAULT_PAGINATION_CLASS": "core.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "aicp.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "aicp.exceptions.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.exceptions.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": THROTTLE_RATES,
 }
 
@@ -309,7 +321,12 @@ if env_str("AICP_REDIS_URL"):
 else:
     CACHES = {
         "default": {
-            "BACKEND": "aicp.cache.FileCache",  # FileBasedCache, culled once a second (see there)
+            # FileBasedCache, culled once a second (see there)
+            "BACKEND": (
+                "core.perf.cache.FileCache"
+                if AICP_PERF_CACHE_CULL
+                else "django.core.cache.backends.filebased.FileBasedCache"
+            ),
             "LOCATION": str(DATA_DIR / "cache"),
         }
     }
@@ -350,11 +367,11 @@ AICP_TASK_MAX_ATTEMPTS = env_int("AICP_TASK_MAX_ATTEMPTS", 3, minimum=1)
 AICP_TASK_RETRY_DELAY_S = env_float("AICP_TASK_RETRY_DELAY_S", 5.0, minimum=0.0)
 AICP_TASK_LEASE_S = env_int("AICP_TASK_LEASE_S", 300, minimum=5)
 AICP_DEFAULT_AGENT = env_str("AICP_DEFAULT_AGENT", "openai-gpt-4o-mini")
-# How long a web process reuses a decoded JWT and the user row it read (aicp/recent.py); 0 reads them
+# How long a web process reuses a decoded JWT and the user row it read (core/perf/recent.py); 0 reads them
 # every time. A change made in another process (deactivating a user) applies within this time.
 AICP_RECENT_ROWS_S = env_float("AICP_RECENT_ROWS_S", 2.0, minimum=0.0)
 # Submissions arriving while another group is being written go in the next group, one transaction for up
-# to this many (aicp/group_commit.py); 1 writes each on its own.
+# to this many (core/perf/group_commit.py); 1 writes each on its own.
 AICP_SUBMIT_GROUP_MAX = env_int("AICP_SUBMIT_GROUP_MAX", 32, minimum=1)
 # Throughput: each drainer job keeps up to AICP_LLM_CONCURRENCY calls in flight; at most AICP_DRAINERS
 # drainers run at once, each for a slice before yielding its worker. The default leaves one worker free:

@@ -35,7 +35,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aicp.web import gunicorn_command  # noqa: E402
 from bench._common import (  # noqa: E402
     MANAGE,
     PYTHON,
@@ -56,6 +55,7 @@ from bench._common import (  # noqa: E402
     write_section,
 )
 from bench._own_database_per_worker import copies as own_database_copies  # noqa: E402
+from core.perf.web import gunicorn_command  # noqa: E402
 
 TARGET_RATIO = 0.6
 TARGET_P99_MS = 100.0
@@ -295,7 +295,7 @@ def _own_database_per_worker_phase(
     the bound for any design without cross-process write interference."""
     from django.db import connections
 
-    from aicp.db import close_process_connections
+    from core.perf.db import close_process_connections
 
     connections.close_all()
     close_process_connections()

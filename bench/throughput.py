@@ -33,7 +33,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aicp.web import gunicorn_command  # noqa: E402
 from bench._common import (  # noqa: E402
     MANAGE,
     PYTHON,
@@ -54,6 +53,7 @@ from bench._common import (  # noqa: E402
     wait_for_log,
     write_section,
 )
+from core.perf.web import gunicorn_command  # noqa: E402
 
 TARGET_TASKS_PER_S = 100.0
 TARGET_RATIO = 0.8

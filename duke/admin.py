@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
-from aicp.exceptions import DomainError
+from core.exceptions import DomainError
 from duke.models import ModelVersion, RoutingState, ServedTask, TrainingData, TrainingTrigger
 from duke.services import model_promote, model_request_training
 

@@ -24,7 +24,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from aicp.ids import short_id
+from core.ids import short_id
 from duke.calibration import wilson_lower_bound
 from duke.models import RoutingState, ServedTask
 from duke.services import sample_record

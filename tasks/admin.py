@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from aicp.exceptions import DomainError
+from core.exceptions import DomainError
 from tasks.models import Account, IdempotencyKey, LedgerEntry, Task
 from tasks.services import MAX_CREDIT, buyer_credit, task_resubmit
 

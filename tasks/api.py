@@ -13,7 +13,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from aicp.serializers import SharedFieldsMixin, StrictJSONTypesMixin
+from core.serializers import SharedFieldsMixin, StrictJSONTypesMixin
 from tasks.models import Account, Task
 from tasks.selectors import balance_for, task_get_visible, task_list_visible
 from tasks.services import (

@@ -14,9 +14,9 @@ from decimal import Decimal
 
 from django.db import connections, transaction
 
-from aicp.db import fetch_models, insert_values, update_field
-from aicp.exceptions import InsufficientFunds
-from aicp.ids import time_ordered_uuid
+from core.exceptions import InsufficientFunds
+from core.ids import time_ordered_uuid
+from core.perf.db import fetch_models, insert_values, update_field
 from tasks.models import ZERO, Account, LedgerEntry, Task
 
 CENT_HUNDREDTH = Decimal("0.0001")

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
-from aicp.ids import short_id, time_ordered_uuid
+from core.ids import short_id, time_ordered_uuid
 
 MONEY = {"max_digits": 19, "decimal_places": 4}
 ZERO = Decimal("0.0000")

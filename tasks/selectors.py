@@ -10,8 +10,8 @@ from decimal import Decimal
 from django.db.models import Count, Q, QuerySet, Sum
 
 from agents.pricing import quantize_money
-from aicp.db import count_rows, count_rows_each
-from aicp.exceptions import NotFound
+from core.exceptions import NotFound
+from core.perf.db import count_rows, count_rows_each
 from tasks.models import ZERO, Account, DrainSlot, Task
 from users.models import User
 
@@ -44,7 +44,7 @@ def buyer_submission_counts(*, user_ids: Collection[int], since: datetime, limit
     """How many tasks each buyer created since `since`, each counted up to `limit` (the submit limit).
 
     One statement for a whole group of submissions: a capped count per buyer under the index on (buyer,
-    created_at), through aicp.db (building ORM queries cost ten times what the database spends counting).
+    created_at), through core.perf.db (building ORM queries cost ten times what the database spends counting).
     """
     return count_rows_each(Task, "buyer_id", sorted(user_ids), "created_at >= %s", [since], limit=limit)
 
@@ -61,7 +61,7 @@ def buyer_submission_time(*, user_id: int, since: datetime, newest_first_index: 
 
 def drain_slots_busy(*, slots: int, now: datetime) -> int:
     """How many of the first `slots` drain slots hold a live lease (each group of submissions asks, when
-    it commits: a raw count through aicp.db, as above)."""
+    it commits: a raw count through core.perf.db, as above)."""
     return count_rows(DrainSlot, "number < %s AND lease_until > %s", [slots, now])
 
 

@@ -25,8 +25,7 @@ from agents.models import Agent
 from agents.pricing import quantize_money, quote, token_cost
 from agents.selectors import agent_default_llm, agent_duke, agent_get
 from agents.services import agent_record_correction, agent_record_outcome
-from aicp.db import PreparedRow, insert_rows, prepare_row, process_connection
-from aicp.exceptions import (
+from core.exceptions import (
     Conflict,
     DomainError,
     InsufficientFunds,
@@ -35,7 +34,8 @@ from aicp.exceptions import (
     SubmitRateExceeded,
     Unprocessable,
 )
-from aicp.group_commit import GroupCommit
+from core.perf.db import PreparedRow, insert_rows, prepare_row, process_connection
+from core.perf.group_commit import GroupCommit
 from duke import audit as duke_audit
 from duke.router import RouteDecision, route
 from duke.services import sample_correct, sample_record
@@ -474,7 +474,7 @@ def _write_submission_group(group: Sequence[Submission]) -> list[Task | DomainEr
         return task_submit_many(submissions=group)
 
 
-# Concurrent submissions in this process are written in groups (see aicp.group_commit).
+# Concurrent submissions in this process are written in groups (see core.perf.group_commit).
 _submissions: GroupCommit[Submission, Task | DomainError] = GroupCommit(
     _write_submission_group, max_group=lambda: settings.AICP_SUBMIT_GROUP_MAX
 )

@@ -40,14 +40,14 @@ def _isolated_settings(settings, tmp_path) -> None:
 def _close_shared_connections():
     """Group commit's shared writing connection must not outlive a test (PostgreSQL drops the database)."""
     yield
-    from aicp.db import close_process_connections
+    from core.perf.db import close_process_connections
 
     close_process_connections()
 
 
 @pytest.fixture(autouse=True)
 def _forget_recent_rows() -> None:
-    """Each test starts with no remembered users or tokens (aicp/recent.py): a row a previous test read
+    """Each test starts with no remembered users or tokens (core/perf/recent.py): a row a previous test read
     belongs to a database state that was rolled back."""
     from users.authentication import recent_tokens, recent_users
 

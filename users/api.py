@@ -12,8 +12,8 @@ from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from aicp.exceptions import DomainError
-from aicp.serializers import StrictJSONTypesMixin
+from core.exceptions import DomainError
+from core.serializers import StrictJSONTypesMixin
 
 
 def _minimum_password_length() -> int:

@@ -1,4 +1,4 @@
-"""JWT authentication that reuses the user row it read a moment ago (aicp/recent.py)."""
+"""JWT authentication that reuses the user row it read a moment ago (core/perf/recent.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import Token
 from rest_framework_simplejwt.utils import aware_utcnow
 
-from aicp.recent import RecentRows
+from core.perf.recent import RecentRows
 from users.models import User
 
 recent_users: RecentRows[User] = RecentRows()

@@ -4,7 +4,7 @@ from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 
-from aicp.exceptions import Conflict, DomainError
+from core.exceptions import Conflict, DomainError
 from users.models import User
 
 

@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from aicp.exceptions import Conflict, NotFound
+from core.exceptions import Conflict, NotFound
 from duke import registry, selectors
 from duke.calibration import (
     PairedResult,

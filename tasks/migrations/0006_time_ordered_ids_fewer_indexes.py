@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import migrations, models
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
-import aicp.ids
+import core.ids
 
 REDUNDANT_COLUMNS = (["buyer_id"], ["status"])
 
@@ -61,7 +61,7 @@ class Migration(migrations.Migration):
                     model_name="task",
                     name="id",
                     field=models.UUIDField(
-                        default=aicp.ids.time_ordered_uuid, editable=False, primary_key=True, serialize=False
+                        default=core.ids.time_ordered_uuid, editable=False, primary_key=True, serialize=False
                     ),
                 ),
                 migrations.AlterField(

@@ -12,7 +12,7 @@ import pytest
 from django.core.cache import cache
 from django.db import connection
 
-from aicp.exceptions import Conflict, NotFound
+from core.exceptions import Conflict, NotFound
 from duke import registry
 from duke.encoder import EMBEDDING_DIM, embedding_from_bytes
 from duke.models import ModelVersion, SampleCounter, TrainingData, TrainingTrigger

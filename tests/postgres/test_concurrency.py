@@ -14,7 +14,7 @@ from django.db.models import Sum
 
 from agents.pricing import quote
 from agents.selectors import agent_default_llm
-from aicp.exceptions import InsufficientFunds
+from core.exceptions import InsufficientFunds
 from duke.models import SampleCounter, TrainingData, TrainingTrigger
 from duke.services import sample_record
 from tasks.models import Account, LedgerEntry, Task

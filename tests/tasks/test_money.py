@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from agents.pricing import quote
-from aicp.exceptions import DomainError, InsufficientFunds, NotFound, SpendCapExceeded
+from core.exceptions import DomainError, InsufficientFunds, NotFound, SpendCapExceeded
 from tasks import ledger
 from tasks.models import Account, LedgerEntry, Task
 from tasks.services import (

@@ -27,7 +27,7 @@ from hypothesis.stateful import (
 
 from agents.models import Agent
 from agents.pricing import quantize_money, quote
-from aicp.exceptions import InsufficientFunds, SpendCapExceeded, Unprocessable
+from core.exceptions import InsufficientFunds, SpendCapExceeded, Unprocessable
 from tasks.models import Account, LedgerEntry, Task
 from tasks.services import (
     Outcome,

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import Count, Sum
 
 from agents.models import Agent
-from aicp.exceptions import InsufficientFunds
+from core.exceptions import InsufficientFunds
 from duke.models import TrainingData
 from tasks import ledger
 from tasks.batch import Drainer

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from aicp.exceptions import InsufficientFunds, NotFound, SpendCapExceeded, SubmitRateExceeded
+from core.exceptions import InsufficientFunds, NotFound, SpendCapExceeded, SubmitRateExceeded
 from tasks import services
 from tasks.models import Account, LedgerEntry, Task
 from tasks.services import Submission, SubmitLimit, TaskRequest, task_submit, task_submit_many

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from aicp.web import gunicorn_command
+from core.perf.web import gunicorn_command
 
 BANNER = "=" * 78
 
@@ -102,7 +102,12 @@ class Command(BaseCommand):
             self._ensure_operator()
             children.append(("qcluster", subprocess.Popen([python, manage, "qcluster"], env=child_env)))
             bind = f"{options['host']}:{options['port']}"
-            gunicorn = gunicorn_command(python=python, bind=bind, workers=options["web_workers"])
+            gunicorn = gunicorn_command(
+                python=python,
+                bind=bind,
+                workers=options["web_workers"],
+                balanced=settings.AICP_PERF_WEB_WORKER,
+            )
             children.append(("web", subprocess.Popen(gunicorn, env=child_env)))
             self._wait_for(f"http://{bind}/health", "the web server", accept_degraded=True)
             self.stdout.write(

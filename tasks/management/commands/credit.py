@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from aicp.exceptions import DomainError
+from core.exceptions import DomainError
 from tasks.models import Account
 from tasks.selectors import balance_for
 from tasks.services import buyer_credit

@@ -1,4 +1,8 @@
-"""Keeping a long-running process's long-lived objects out of the garbage collector's passes."""
+"""Keeping a long-running process's long-lived objects out of the garbage collector's passes.
+
+Switch: AICP_PERF_WEB_WORKER (the web worker calls it; off: gunicorn's gthread, no freeze). Measured:
+POST /tasks p99 122-124 -> 85-89 ms in interleaved 20-s runs (commit 8a401fa).
+"""
 
 from __future__ import annotations
 

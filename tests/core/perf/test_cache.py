@@ -1,9 +1,9 @@
-"""aicp.cache.FileCache: Django's file cache, culled at most once a second instead of on every write."""
+"""core.perf.cache.FileCache: Django's file cache, culled at most once a second instead of on every write."""
 
 from __future__ import annotations
 
-from aicp import cache as file_cache
-from aicp.cache import FileCache
+from core.perf import cache as file_cache
+from core.perf.cache import FileCache
 
 
 def _files(cache: FileCache) -> int:

@@ -10,8 +10,8 @@ from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
-from aicp import negotiation
-from aicp.negotiation import RememberingContentNegotiation
+from core.perf import negotiation
+from core.perf.negotiation import RememberingContentNegotiation
 
 ACCEPTS = [
     None,

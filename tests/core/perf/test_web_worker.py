@@ -1,5 +1,5 @@
-"""The web server's worker (aicp.web.BalancedThreadWorker): it accepts only while it has a free thread, and
-keeps the application's long-lived objects out of the garbage collector's passes."""
+"""The web server's worker (core.perf.web.BalancedThreadWorker): it accepts only while it has a free
+thread, and keeps the application's long-lived objects out of the garbage collector's passes."""
 
 from __future__ import annotations
 
@@ -16,9 +16,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from aicp.web import HEAP_SETTLED_AFTER_REQUESTS, MAX_ACCEPT_PAUSE_S, BalancedThreadWorker, gunicorn_command
+from core.perf.web import (
+    HEAP_SETTLED_AFTER_REQUESTS,
+    MAX_ACCEPT_PAUSE_S,
+    BalancedThreadWorker,
+    gunicorn_command,
+)
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _limit(*, busy: int, threads: int, held: int, configured: int = 1000, pending: int = 0) -> int:
@@ -90,7 +95,7 @@ def _serve_sleepy(*, workers: int) -> Iterator[int]:
         bind=f"127.0.0.1:{port}",
         workers=workers,
         threads=1,
-        app="tests.aicp.sleepy_wsgi:application",
+        app="tests.core.perf.sleepy_wsgi:application",
     )
     server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

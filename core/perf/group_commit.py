@@ -1,5 +1,9 @@
 """Group commit: concurrent callers' writes carried out together, in one transaction per group.
 
+Switch: AICP_SUBMIT_GROUP_MAX (1: each submission written alone). Measured: with the shared writing
+connection (core.perf.db.process_connection) 30% less per task (commit 86e22a7); POST /tasks
+773 -> 939 req/s together with the balanced web worker (BENCHMARKS, commit 14143e6).
+
 On SQLite every write transaction holds the database's one write lock, and its fixed costs (BEGIN,
 COMMIT's WAL append, taking turns with the other threads and processes) were most of a submission's
 time under load. Here, a caller whose write finds another group being written does not start a

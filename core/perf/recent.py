@@ -1,5 +1,8 @@
 """A per-process map of recently read rows, for the reads every request repeats (its user, its token).
 
+Switch: AICP_RECENT_ROWS_S (0: every request reads its user and decodes its token). Measured: part of
+d003261 (POST /tasks in process 5.7 -> 2.0 ms with the shared fields and prepared statements).
+
 Reading a row through the ORM costs about 0.2 ms of Python on this machine, for 0.03 ms of database
 work, and decoding a JWT about as much. An entry lives `AICP_RECENT_ROWS_S` seconds; a save or delete
 through the ORM in this process drops it at once (signals), so in other processes a change takes effect

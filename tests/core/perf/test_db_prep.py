@@ -1,4 +1,4 @@
-"""aicp.db skips a field's get_db_prep_save only for values that call would return unchanged."""
+"""core.perf.db skips a field's get_db_prep_save only for values that call would return unchanged."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from django.apps import apps
 from django.db import connection, models
 
 from agents.models import Agent
-from aicp.db import _insert_fields, _insert_plan, _kept_types, prepare_row
+from core.perf.db import _insert_fields, _insert_plan, _kept_types, prepare_row
 from tasks.models import Task
 
 # Both passes: SQLite by default, PostgreSQL (whose backend converts integers) with AICP_TEST_POSTGRES.

@@ -1,5 +1,8 @@
 """Content negotiation that remembers its answers.
 
+Switch: AICP_PERF_NEGOTIATION (off: DRF's DefaultContentNegotiation). Measured: part of commit 0213b59
+(with the plainly-valid shortcut, since removed); not measured alone, re-measure before keeping it.
+
 DRF parses the Accept header and every renderer's media type again on each request. Its answer
 depends only on the header, the format asked for (``?format=``, a URL suffix) and the view's renderer
 classes, and clients send the same few headers, so the answer is kept per such key. Refusals (406)

@@ -1,5 +1,10 @@
 """Statements for what every submission does, without the ORM building them: writes, reads, counts.
 
+Switch: none (the ledger and the submission path call these helpers directly; a switch would need a
+second, ORM-built copy of each statement). Measured: preparing a task's row 22 us instead of 47 (commit
+5742af8); the hold's writes as prepared statements took a submission from 5.7 to 2.0 ms in process
+(commit d003261).
+
 Building a statement costs the ORM 0.1-0.3 ms of Python on this machine, several times what SQLite
 spends running it, and a submission writes a task, two ledger entries and two balances inside the one
 write transaction that every other writer waits for. These helpers produce the statements the ORM
@@ -58,7 +63,7 @@ def _kept_types(field: Field, connection: BaseDatabaseWrapper) -> frozenset[type
 
     Only exact Django classes whose conversion chain was read for it (a subclass may convert), and
     integers only on a backend that sends them as they are (PostgreSQL's wraps them by column size).
-    The rest go through the field as before; tests/aicp/test_db_prep.py checks every model's fields.
+    The rest go through the field as before; tests/core/perf/test_db_prep.py checks every model's fields.
     """
     kept: set[type] = set()
     is_foreign_key = isinstance(field, models.ForeignKey)

@@ -1,4 +1,4 @@
-"""aicp.group_commit: callers that arrive while a group is written are written together, once each."""
+"""core.perf.group_commit: callers that arrive while a group is written are written together, once each."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 from django.db import OperationalError
 
-from aicp.group_commit import GroupCommit
+from core.perf.group_commit import GroupCommit
 
 
 class Recorder:

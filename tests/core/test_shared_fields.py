@@ -1,4 +1,4 @@
-"""Serializers that share one set of bound fields (aicp.serializers.SharedFieldsMixin) across threads."""
+"""Serializers that share one set of bound fields (core.serializers.SharedFieldsMixin) across threads."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Django's SQLite backend, with write transactions that queue for the lock instead of sleeping for it.
 
+Switch: AICP_PERF_SQLITE_QUEUE (off: Django's own sqlite3 backend). Measured: p99 of POST /tasks
+halved in A/B runs (1.2-1.5 s -> 0.5 s), throughput +10-60% on the loaded box (commit 2d60deb).
+
 SQLite has one writer at a time; our transactions are IMMEDIATE, so each takes the write lock at BEGIN.
 A writer that finds it taken sleeps in SQLite's busy handler, in steps growing to 100 ms, and retries.
 With a web worker's 8 threads all submitting tasks, most of them were asleep in that handler at any

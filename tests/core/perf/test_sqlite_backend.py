@@ -1,4 +1,4 @@
-"""aicp.sqlite: one process's write transactions take turns on a mutex, freed however they end."""
+"""core.perf.sqlite: one process's write transactions take turns on a mutex, freed however they end."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import pytest
 from django.db import OperationalError, connection, connections, transaction
 
-from aicp.sqlite.base import _mutex
+from core.perf.sqlite.base import _mutex
 from tasks.models import DrainSlot
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -130,7 +130,7 @@ def test_it_gives_up_on_another_writer_after_the_busy_timeout(monkeypatch):
 
 
 def test_it_converts_placeholders_as_django_does_and_remembers_each_statement(monkeypatch):
-    from aicp.sqlite import base
+    from core.perf.sqlite import base
 
     DrainSlot.objects.create(number=7, state="idle")
     monkeypatch.setattr(base, "_converted", {})
@@ -147,7 +147,7 @@ def test_it_converts_placeholders_as_django_does_and_remembers_each_statement(mo
 
 
 def test_it_stops_remembering_statements_at_its_bound(monkeypatch):
-    from aicp.sqlite import base
+    from core.perf.sqlite import base
 
     monkeypatch.setattr(base, "_converted", {})
     monkeypatch.setattr(base, "_CONVERTED_MAX", 3)

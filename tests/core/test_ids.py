@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from aicp.ids import short_id, time_ordered_uuid
+from core.ids import short_id, time_ordered_uuid
 
 
 def test_it_is_a_version_7_rfc_uuid_carrying_the_current_unix_millisecond():
