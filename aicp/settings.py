@@ -112,6 +112,7 @@ INSTALLED_APPS = [
     "aicp",
     "users",
     "agents",
+    "ledger",
     "tasks",
     "duke",
 ]

@@ -104,7 +104,8 @@ def main() -> int:
         import django
 
         django.setup()
-        from tasks.services import buyer_credit, buyer_register
+        from ledger.services import buyer_credit
+        from tasks.services import buyer_register
 
         buyer = buyer_register(username="bench-buyer", password="bench-pass-1234567")
         buyer_credit(user_id=buyer.pk, amount=Decimal("1000000"), memo="bench")
@@ -270,7 +271,8 @@ def _live_buyers(count: int) -> list[str]:
     """One buyer (and access token) per client: the per-buyer submit throttle stays out of the way."""
     from rest_framework_simplejwt.tokens import RefreshToken
 
-    from tasks.services import buyer_credit, buyer_register
+    from ledger.services import buyer_credit
+    from tasks.services import buyer_register
 
     tokens = []
     for index in range(count):
@@ -372,7 +374,8 @@ def run_live(args: argparse.Namespace, port: int, tokens: list[str]) -> dict:
 def _wait_and_measure(args: argparse.Namespace, ids: list, *, since: str) -> dict:
     from django.db.models import Count, Q, Sum
 
-    from tasks.models import LedgerEntry, Task
+    from ledger.models import LedgerEntry
+    from tasks.models import Task
 
     deadline = time.monotonic() + args.timeout_s
     final = Task.objects.filter(pk__in=ids, status__in=Task.FINAL_STATUSES)

@@ -1,29 +1,12 @@
-from decimal import Decimal
-
-from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.template.response import TemplateResponse
 
+from core.admin import ReadOnlyAdmin
 from core.exceptions import DomainError
-from tasks.models import Account, IdempotencyKey, LedgerEntry, Task
-from tasks.services import MAX_CREDIT, buyer_credit, task_resubmit
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Money rows are append-only: the admin shows them and never edits or deletes them."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+from ledger.models import LedgerEntry
+from tasks.models import IdempotencyKey, Task
+from tasks.services import task_resubmit
 
 
 class LabelingFilter(admin.SimpleListFilter):
@@ -137,67 +120,6 @@ class TaskAdmin(admin.ModelAdmin):
                 self.message_user(request, f"Task {task.short_id}: {exc.message}", messages.ERROR)
         if retried:
             self.message_user(request, f"Resubmitted {retried} failed task(s).", messages.SUCCESS)
-
-
-class CreditForm(forms.Form):
-    amount = forms.DecimalField(
-        max_digits=19, decimal_places=4, min_value=Decimal("0.0001"), max_value=MAX_CREDIT
-    )
-    memo = forms.CharField(max_length=150, required=False, initial="operator credit")
-
-
-@admin.register(Account)
-class AccountAdmin(ReadOnlyAdmin):
-    """Read-only balances; the credit action is the one way to add to a buyer's, through the ledger."""
-
-    list_display = ("id", "kind", "user", "agent", "balance")
-    list_filter = ("kind",)
-    search_fields = ("user__username", "agent__name")
-    actions = ["credit_buyers"]
-
-    def has_credit_permission(self, request: HttpRequest) -> bool:
-        return bool(request.user.is_active and request.user.is_staff)
-
-    @admin.action(description="Credit the selected buyers", permissions=["credit"])
-    def credit_buyers(self, request: HttpRequest, queryset: QuerySet[Account]) -> TemplateResponse | None:
-        accounts = list(queryset.filter(kind=Account.Kind.BUYER, user__isnull=False).select_related("user"))
-        if not accounts:
-            self.message_user(request, "Select buyers' available-balance accounts to credit.", messages.ERROR)
-            return None
-        form = CreditForm(request.POST if "apply" in request.POST else None)
-        if form.is_valid():
-            amount = form.cleaned_data["amount"]
-            memo = f"{form.cleaned_data['memo'] or 'operator credit'} (admin, by {request.user.username})"
-            try:
-                with transaction.atomic():
-                    for account in accounts:
-                        buyer_credit(user_id=account.user_id, amount=amount, memo=memo)
-            except DomainError as exc:
-                self.message_user(request, exc.message, messages.ERROR)
-                return None
-            names = ", ".join(account.user.username for account in accounts)
-            self.message_user(request, f"Credited {amount} to {names}.", messages.SUCCESS)
-            return None
-        return TemplateResponse(
-            request,
-            "admin/tasks/account/credit_buyers.html",
-            {
-                **self.admin_site.each_context(request),
-                "title": "Credit buyers",
-                "opts": self.model._meta,
-                "accounts": accounts,
-                "form": form,
-                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            },
-        )
-
-
-@admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "transaction_id", "kind", "account", "amount", "task")
-    list_filter = ("kind", "account__kind")
-    search_fields = ("transaction_id", "task__id", "account__user__username", "account__agent__name", "memo")
-    list_select_related = ("account", "account__user", "account__agent")
 
 
 @admin.register(IdempotencyKey)

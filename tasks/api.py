@@ -14,8 +14,10 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from core.serializers import SharedFieldsMixin, StrictJSONTypesMixin
-from tasks.models import Account, Task
-from tasks.selectors import balance_for, task_get_visible, task_list_visible
+from ledger.models import Account
+from ledger.selectors import balance_for
+from tasks.models import Task
+from tasks.selectors import task_get_visible, task_list_visible
 from tasks.services import (
     SubmitLimit,
     TaskRequest,

@@ -1,4 +1,4 @@
-"""Tasks, and the money they move: accounts and an append-only double-entry ledger."""
+"""Tasks, their idempotency keys and drain slots (the money they move is in ledger.models)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 from core.ids import short_id, time_ordered_uuid
-
-MONEY = {"max_digits": 19, "decimal_places": 4}
-ZERO = Decimal("0.0000")
+from ledger.models import MONEY
 
 
 class Task(models.Model):
@@ -92,92 +90,6 @@ class Task(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL_STATUSES
-
-
-class Account(models.Model):
-    """A ledger account. `balance` caches the sum of its entries, updated in the entry's transaction."""
-
-    class Kind(models.TextChoices):
-        BUYER = "buyer", "Buyer (available)"
-        ESCROW = "escrow", "Buyer escrow (held for tasks)"
-        AGENT = "agent", "Agent earnings"
-        PLATFORM_REVENUE = "platform_revenue", "Platform fees"
-        FUNDING = "funding", "Funding (money entering the system)"
-
-    kind = models.CharField(max_length=20, choices=Kind.choices)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
-    agent = models.ForeignKey("agents.Agent", null=True, blank=True, on_delete=models.PROTECT)
-    balance = models.DecimalField(**MONEY, default=ZERO)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["kind", "user"],
-                condition=models.Q(user__isnull=False),
-                name="account_one_per_user_kind",
-            ),
-            models.UniqueConstraint(
-                fields=["kind", "agent"],
-                condition=models.Q(agent__isnull=False),
-                name="account_one_per_agent",
-            ),
-            models.UniqueConstraint(
-                fields=["kind"],
-                condition=models.Q(user__isnull=True, agent__isnull=True),
-                name="account_one_platform_per_kind",
-            ),
-            # Only the funding account is the source of money, so only it may go below zero.
-            models.CheckConstraint(
-                condition=models.Q(balance__gte=0) | models.Q(kind="funding"),
-                name="account_balance_non_negative",
-            ),
-        ]
-
-    def __str__(self) -> str:
-        owner = self.user or self.agent or "platform"
-        return f"{self.get_kind_display()}: {owner}"
-
-
-class LedgerEntry(models.Model):
-    """Append-only. Every `transaction_id` groups entries that sum to zero."""
-
-    class Kind(models.TextChoices):
-        CREDIT = "credit", "Credit"
-        HOLD = "hold", "Hold"
-        PAYOUT = "payout", "Payout"
-        FEE = "fee", "Platform fee"
-        RELEASE = "release", "Release"
-
-    transaction_id = models.UUIDField(db_index=True)
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
-    amount = models.DecimalField(**MONEY)
-    kind = models.CharField(max_length=16, choices=Kind.choices)
-    task = models.ForeignKey(
-        Task, null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entries"
-    )
-    memo = models.CharField(max_length=200, blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-
-    class Meta:
-        ordering = ["created_at", "id"]
-        verbose_name_plural = "ledger entries"
-        constraints = [
-            # One hold per task, and one settlement out of escrow (a payout or a release, never both,
-            # never twice), whatever retries or crashes happen.
-            models.UniqueConstraint(
-                fields=["task"],
-                condition=models.Q(kind="hold", amount__lt=0),
-                name="ledger_one_hold_per_task",
-            ),
-            models.UniqueConstraint(
-                fields=["task"],
-                condition=models.Q(kind__in=["payout", "release"], amount__lt=0),
-                name="ledger_one_settlement_per_task",
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.amount} ({self.account})"
 
 
 class IdempotencyKey(models.Model):

@@ -12,7 +12,8 @@ from django.db.models import Count, Q, QuerySet, Sum
 from agents.pricing import quantize_money
 from core.exceptions import NotFound
 from core.perf.db import count_rows, count_rows_each
-from tasks.models import ZERO, Account, DrainSlot, Task
+from ledger.models import ZERO
+from tasks.models import DrainSlot, Task
 from users.models import User
 
 
@@ -33,11 +34,6 @@ def task_get_visible(*, user: User, task_id: str | uuid.UUID) -> Task:
         return task_list_visible(user=user).get(pk=task_uuid)
     except (ValueError, Task.DoesNotExist) as exc:
         raise NotFound("No such task.", code="task_not_found") from exc
-
-
-def balance_for(*, user_id: int, kind: str) -> Decimal:
-    account = Account.objects.filter(kind=kind, user_id=user_id).only("balance").first()
-    return account.balance if account else ZERO
 
 
 def buyer_submission_counts(*, user_ids: Collection[int], since: datetime, limit: int) -> dict[int, int]:

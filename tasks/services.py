@@ -39,8 +39,19 @@ from core.perf.group_commit import GroupCommit
 from duke import audit as duke_audit
 from duke.router import RouteDecision, route
 from duke.services import sample_correct, sample_record
-from tasks import ledger
-from tasks.models import ZERO, Account, DrainSlot, IdempotencyKey, Task
+from ledger import entries
+from ledger.models import ZERO
+from ledger.services import (
+    buyer_accounts_lock,
+    buyer_accounts_open,
+    buyer_credit,
+    hold_keys,
+    hold_posting,
+    hold_release,
+    payout_keys,
+    payout_posting,
+)
+from tasks.models import DrainSlot, IdempotencyKey, Task
 from tasks.selectors import (
     buyer_committed_today,
     buyer_submission_counts,
@@ -57,10 +68,6 @@ logger = logging.getLogger("tasks")
 # --- buyers and money -----------------------------------------------------------------------------------
 
 
-# A typo guard, not a business limit: nobody means to add a billion in one credit.
-MAX_CREDIT = Decimal("1000000000")
-
-
 def _record_sample(task: Task, *, output: str) -> None:
     """The task as one of Duke's training samples (plain values: duke never imports tasks)."""
     sample_record(
@@ -73,41 +80,10 @@ def _record_sample(task: Task, *, output: str) -> None:
     )
 
 
-def _valid_credit_amount(amount: Decimal) -> Decimal:
-    if not isinstance(amount, Decimal) or not amount.is_finite():
-        raise DomainError(f"{amount!r} is not a decimal amount.", code="invalid_amount")
-    if amount <= 0:
-        raise DomainError(f"A credit must be a positive amount, got {amount}.", code="invalid_amount")
-    if quantize_money(amount) != amount:
-        # Rounding would silently credit something other than what the operator typed.
-        raise DomainError(f"{amount} has more than 4 decimal places.", code="invalid_amount")
-    if amount > MAX_CREDIT:
-        raise DomainError(
-            f"{amount} is more than the {MAX_CREDIT} a single credit may add.", code="invalid_amount"
-        )
-    return quantize_money(amount)
-
-
-@transaction.atomic
-def buyer_credit(*, user_id: int, amount: Decimal, memo: str = "operator credit") -> uuid.UUID:
-    """Money enters the system: the funding account pays the buyer's available balance."""
-    amount = _valid_credit_amount(amount)
-    if not User.objects.filter(pk=user_id).exists():
-        raise NotFound(f"No user with id {user_id}.", code="user_not_found")
-    return ledger.post(
-        legs=[
-            ledger.Leg(ledger.platform_account(kind=Account.Kind.FUNDING), -amount, "credit"),
-            ledger.Leg(ledger.account_for_user(user_id=user_id, kind=Account.Kind.BUYER), amount, "credit"),
-        ],
-        memo=memo,
-    )
-
-
 @transaction.atomic
 def buyer_register(*, username: str, password: str) -> User:
     user = user_register(username=username, password=password)
-    ledger.account_for_user(user_id=user.pk, kind=Account.Kind.BUYER)
-    ledger.account_for_user(user_id=user.pk, kind=Account.Kind.ESCROW)
+    buyer_accounts_open(user_id=user.pk)
     if settings.AICP_SIGNUP_CREDIT:
         buyer_credit(
             user_id=user.pk, amount=quantize_money(settings.AICP_SIGNUP_CREDIT), memo="signup credit"
@@ -141,14 +117,6 @@ def _check_spend_cap(*, task: Task, committed_alongside: Decimal = ZERO) -> None
         f"today (UTC) and your cap is {cap}. Try again after midnight UTC, or ask an operator to raise "
         "your cap.",
         retry_after_s=retry_after_s,
-    )
-
-
-def _hold_keys(buyer_id: int) -> tuple[ledger.AccountKey, ledger.AccountKey]:
-    """The buyer's available balance and escrow: where a hold takes the quote from and puts it."""
-    return (
-        ledger.user_key(user_id=buyer_id, kind=Account.Kind.BUYER),
-        ledger.user_key(user_id=buyer_id, kind=Account.Kind.ESCROW),
     )
 
 
@@ -215,9 +183,9 @@ def _insert_held(*, items: Sequence[tuple[PreparedRow, SubmitLimit | None]]) -> 
     transaction.
     """
     tasks = [(cast(Task, row.row), limit) for row, limit in items]
-    keys = {key for task, _ in tasks for key in _hold_keys(task.buyer_id)}
+    keys = {key for task, _ in tasks for key in hold_keys(task.buyer_id)}
     # Found and locked in one statement; the posting below reuses the locked rows instead of locking again.
-    locked = ledger.lock(keys)
+    locked = entries.lock(keys)
     now = timezone.now()
     created = _created_in_window(tasks, now)
     held_alongside: dict[int, Decimal] = defaultdict(lambda: ZERO)
@@ -226,7 +194,7 @@ def _insert_held(*, items: Sequence[tuple[PreparedRow, SubmitLimit | None]]) -> 
     postings = []
     held_rows: list[PreparedRow] = []
     for (task, limit), (row, _) in zip(tasks, items, strict=True):
-        available_key, escrow_key = _hold_keys(task.buyer_id)
+        available_key, escrow_key = hold_keys(task.buyer_id)
         earlier = held_alongside[task.buyer_id]
         available = locked[available_key].balance - earlier
         try:
@@ -254,69 +222,11 @@ def _insert_held(*, items: Sequence[tuple[PreparedRow, SubmitLimit | None]]) -> 
         created_alongside[task.buyer_id] += 1
         outcomes.append(task)
         postings.append(
-            ledger.Posting(
-                [
-                    ledger.Leg(locked[available_key], -task.price, "hold"),
-                    ledger.Leg(locked[escrow_key], task.price, "hold"),
-                ],
-                task,
-                f"hold for task {task.id}",
-            )
+            hold_posting(accounts=locked, buyer_id=task.buyer_id, task_id=task.id, price=task.price)
         )
     insert_rows(held_rows)
-    ledger.post_many(postings=postings, locked=locked.values())
+    entries.post_many(postings=postings, locked=locked.values())
     return outcomes
-
-
-def _fee(price: Decimal) -> Decimal:
-    return quantize_money(price * settings.AICP_PLATFORM_FEE) if settings.AICP_PLATFORM_FEE else Decimal(0)
-
-
-def _payout_keys(*, task: Task, agent_id: int) -> list[ledger.AccountKey]:
-    keys = [
-        ledger.user_key(user_id=task.buyer_id, kind=Account.Kind.ESCROW),
-        ledger.agent_key(agent_id=agent_id),
-    ]
-    if _fee(task.price):
-        keys.append(ledger.platform_key(kind=Account.Kind.PLATFORM_REVENUE))
-    return keys
-
-
-def _payout(
-    *, task: Task, agent_id: int, accounts: dict[ledger.AccountKey, Account]
-) -> tuple[ledger.Posting, Decimal]:
-    """Settles the hold to the executing agent (less the platform fee): the posting, what the agent earned.
-
-    ``accounts``: the locked accounts of ``_payout_keys``.
-    """
-    fee = _fee(task.price)
-    earned = task.price - fee
-    escrow = accounts[ledger.user_key(user_id=task.buyer_id, kind=Account.Kind.ESCROW)]
-    legs = [
-        ledger.Leg(escrow, -earned, "payout"),
-        ledger.Leg(accounts[ledger.agent_key(agent_id=agent_id)], earned, "payout"),
-    ]
-    if fee:
-        legs += [
-            ledger.Leg(escrow, -fee, "fee"),
-            ledger.Leg(accounts[ledger.platform_key(kind=Account.Kind.PLATFORM_REVENUE)], fee, "fee"),
-        ]
-    return ledger.Posting(legs, task, f"payout for task {task.id}"), earned
-
-
-def _release(*, task: Task) -> None:
-    escrow_key = ledger.user_key(user_id=task.buyer_id, kind=Account.Kind.ESCROW)
-    available_key = ledger.user_key(user_id=task.buyer_id, kind=Account.Kind.BUYER)
-    locked = ledger.lock([escrow_key, available_key])
-    ledger.post(
-        legs=[
-            ledger.Leg(locked[escrow_key], -task.price, "release"),
-            ledger.Leg(locked[available_key], task.price, "release"),
-        ],
-        task=task,
-        memo=f"release for task {task.id}",
-        locked=locked.values(),
-    )
 
 
 # --- submission -----------------------------------------------------------------------------------------
@@ -594,12 +504,7 @@ def _submit_once_with_key(
     # Locking the buyer's accounts serialises this buyer's submissions (PostgreSQL; SQLite's IMMEDIATE
     # transactions already do): a duplicate that arrives while the first is in flight waits here, then sees
     # the committed key and replays.
-    ledger.lock_accounts(
-        [
-            ledger.account_for_user(user_id=buyer.pk, kind=Account.Kind.BUYER),
-            ledger.account_for_user(user_id=buyer.pk, kind=Account.Kind.ESCROW),
-        ]
-    )
+    buyer_accounts_lock(user_id=buyer.pk)
     now = timezone.now()
     IdempotencyKey.objects.filter(
         user=buyer, created_at__lt=now - timedelta(hours=settings.AICP_IDEMPOTENCY_TTL_H)
@@ -856,16 +761,26 @@ def _complete(*, completions: Sequence[Completion]) -> list[bool]:
 
     others = {c.executed_by_id for t, c in finished if c.executed_by_id != t.agent_id}
     executors = {t.agent_id: t.agent for t, _ in finished} | Agent.objects.in_bulk(others)
-    accounts = ledger.lock(
-        {key for t, c in finished for key in _payout_keys(task=t, agent_id=c.executed_by_id)}
+    accounts = entries.lock(
+        {
+            key
+            for t, c in finished
+            for key in payout_keys(buyer_id=t.buyer_id, agent_id=c.executed_by_id, price=t.price)
+        }
     )
     postings = []
     earnings: dict[int, list[Decimal]] = defaultdict(list)
     for task, completion in finished:
-        posting, earned = _payout(task=task, agent_id=completion.executed_by_id, accounts=accounts)
+        posting, earned = payout_posting(
+            accounts=accounts,
+            buyer_id=task.buyer_id,
+            agent_id=completion.executed_by_id,
+            task_id=task.id,
+            price=task.price,
+        )
         postings.append(posting)
         earnings[completion.executed_by_id].append(earned)
-    ledger.post_many(postings=postings, locked=accounts.values())
+    entries.post_many(postings=postings, locked=accounts.values())
     for agent_id, earned in earnings.items():
         agent_record_outcome(
             agent_id=agent_id, success=True, earned=sum(earned, Decimal(0)), count=len(earned)
@@ -901,7 +816,7 @@ def task_fail(*, task_id: uuid.UUID, error: str, error_code: str = "error") -> b
     )
     if not finished:
         return False
-    _release(task=task)
+    hold_release(buyer_id=task.buyer_id, task_id=task.id, price=task.price)
     agent_record_outcome(agent_id=task.agent_id, success=False)
     logger.info("Task %s FAILED on %s: %s", task.short_id, task.agent.name, error_code)
     return True

@@ -13,6 +13,7 @@ pytest_plugins = ["tests.fixtures_llm"]
 # in these folders is part of that pass without anyone remembering to mark it.
 _FOLDER_MARKERS = {
     "tasks": "money",
+    "ledger": "money",
     "duke": "training",
     "faults": "cluster",
     "postgres": "postgres",

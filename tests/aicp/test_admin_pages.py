@@ -10,7 +10,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from agents.models import Agent
-from tasks.models import LedgerEntry, Task
+from ledger.models import LedgerEntry
+from tasks.models import Task
 from tasks.services import Outcome, task_complete, task_fail
 from tests.factories import submit
 

@@ -13,7 +13,8 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from duke.models import ModelVersion
-from tasks.models import LedgerEntry, Task
+from ledger.models import LedgerEntry
+from tasks.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 

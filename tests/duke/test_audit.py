@@ -10,7 +10,8 @@ from duke.audit import live_agreement, routing_evaluate, wilson_upper_bound
 from duke.calibration import wilson_lower_bound
 from duke.models import RoutingState, ServedTask, TrainingData
 from duke.router import route, routing_status, seed_audit_sampling
-from tasks.models import Account, LedgerEntry, Task
+from ledger.models import Account, LedgerEntry
+from tasks.models import Task
 from tests.duke.routing_helpers import LABELS, TASK_TYPE, install_production
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,8 @@ from duke.model import Input
 from duke.models import ModelVersion, RoutingState, ServedTask, TrainingData
 from duke.router import decide, route, routing_status, threshold_for
 from duke.services import evaluate
-from tasks.models import Account, Task
+from ledger.models import Account
+from tasks.models import Task
 from tasks.services import Outcome, task_claim, task_complete
 from tests.duke.routing_helpers import (
     LABELS,

@@ -16,7 +16,8 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from duke.models import TrainingData
-from tasks.models import Account, LedgerEntry, Task
+from ledger.models import Account, LedgerEntry
+from tasks.models import Task
 from tests.factories import make_buyer, submit
 from tests.faults.harness import wait_for
 

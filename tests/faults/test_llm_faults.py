@@ -8,7 +8,8 @@ import time
 import pytest
 
 from agents.simulator import Drop, Fault
-from tasks.models import Account, Task
+from ledger.models import Account
+from tasks.models import Task
 from tests.factories import make_buyer, submit
 from tests.faults.test_cluster_kills import (
     CLUSTER_SETTINGS,

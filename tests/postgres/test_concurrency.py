@@ -17,8 +17,10 @@ from agents.selectors import agent_default_llm
 from core.exceptions import InsufficientFunds
 from duke.models import SampleCounter, TrainingData, TrainingTrigger
 from duke.services import sample_record
-from tasks.models import Account, LedgerEntry, Task
-from tasks.services import Outcome, TaskRequest, buyer_credit, task_complete, task_submit
+from ledger.models import Account, LedgerEntry
+from ledger.services import buyer_credit
+from tasks.models import Task
+from tasks.services import Outcome, TaskRequest, task_complete, task_submit
 from tests.factories import authenticated_client, make_buyer
 from tests.postgres.threads import run_concurrently
 

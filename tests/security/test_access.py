@@ -9,7 +9,8 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from tasks.models import Account, LedgerEntry, Task
+from ledger.models import Account, LedgerEntry
+from tasks.models import Task
 from tests.factories import submit
 from tests.security.routes import all_routes
 

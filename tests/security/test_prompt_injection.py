@@ -10,7 +10,8 @@ import pytest
 
 from agents.models import Agent
 from agents.simulator import Answer
-from tasks.models import Account, LedgerEntry, Task
+from ledger.models import Account, LedgerEntry
+from tasks.models import Task
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,8 @@ import pytest
 from agents.models import Agent
 from agents.simulator import Answer, Fault
 from duke.models import TrainingData
-from tasks.models import Account, Task
+from ledger.models import Account
+from tasks.models import Task
 
 pytestmark = pytest.mark.django_db
 

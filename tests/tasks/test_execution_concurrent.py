@@ -20,10 +20,11 @@ from agents.models import Agent, CircuitBreakerState
 from agents.ratelimit import limiter_from_settings
 from agents.simulator import Answer, Delay, Drop, Fault
 from duke.models import TrainingData
+from ledger.models import Account, LedgerEntry
 from tasks import jobs
 from tasks.batch import Drainer
 from tasks.execution import run_task
-from tasks.models import Account, DrainSlot, LedgerEntry, Task
+from tasks.models import DrainSlot, Task
 from tasks.services import drain_slot_acquire, drain_slot_reserve
 from tests.factories import submit
 

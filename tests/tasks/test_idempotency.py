@@ -11,7 +11,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from tasks.models import Account, IdempotencyKey, LedgerEntry, Task
+from ledger.models import Account, LedgerEntry
+from tasks.models import IdempotencyKey, Task
 from tasks.services import Outcome, _find_key, task_claim, task_complete
 from tests.factories import authenticated_client, make_buyer
 
@@ -109,7 +110,7 @@ def test_it_accepts_keys_of_printable_ascii_up_to_255_characters(buyer_client, k
 
 
 def test_it_stores_no_key_when_the_submission_is_refused_so_the_key_works_after_topping_up(settings):
-    from tasks.services import buyer_credit
+    from ledger.services import buyer_credit
 
     settings.AICP_SIGNUP_CREDIT = Decimal("0")
     broke = make_buyer("broke")

@@ -7,24 +7,17 @@ from decimal import Decimal
 from unittest import mock
 
 import pytest
-from django.core.management import CommandError, call_command
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
 from agents.models import Agent
 from agents.pricing import quote
-from core.exceptions import DomainError, InsufficientFunds, NotFound, SpendCapExceeded
-from tasks import ledger
-from tasks.models import Account, LedgerEntry, Task
-from tasks.services import (
-    Outcome,
-    buyer_credit,
-    task_claim,
-    task_complete,
-    task_fail,
-    task_retry_later,
-)
+from core.exceptions import InsufficientFunds, SpendCapExceeded
+from ledger import entries
+from ledger.models import Account, LedgerEntry
+from tasks.models import Task
+from tasks.services import Outcome, task_claim, task_complete, task_fail, task_retry_later
 from tests.factories import make_buyer, submit
 
 pytestmark = pytest.mark.django_db
@@ -274,53 +267,6 @@ def test_it_leaves_no_money_moved_when_completion_crashes_midway_and_pays_once_o
     assert Agent.objects.get(name=DEFAULT_AGENT).success_count == 1
 
 
-def _settlement_legs(task, kind):
-    escrow = ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.ESCROW)
-    if kind == "payout":
-        target = ledger.account_for_agent(agent_id=task.agent_id)
-    else:
-        target = ledger.account_for_user(user_id=task.buyer_id, kind=Account.Kind.BUYER)
-    return [ledger.Leg(escrow, -task.price, kind), ledger.Leg(target, task.price, kind)]
-
-
-@pytest.mark.parametrize(
-    ("first", "second"), [("payout", "payout"), ("payout", "release"), ("release", "payout")]
-)
-def test_it_refuses_a_second_settlement_at_the_database(buyer, first, second):
-    task = submit(buyer, complexity=2)
-    # Enough in escrow for a second settlement, so only the unique constraint can refuse it.
-    submit(buyer, complexity=2)
-    with transaction.atomic():
-        ledger.post(legs=_settlement_legs(task, first), task=task)
-    with pytest.raises(IntegrityError), transaction.atomic():
-        ledger.post(legs=_settlement_legs(task, second), task=task)
-    assert LedgerEntry.objects.filter(task=task, kind__in=["payout", "release"], amount__lt=0).count() == 1
-
-
-def test_it_refuses_a_second_hold_at_the_database(buyer):
-    task = submit(buyer, complexity=2)
-    legs = [
-        ledger.Leg(ledger.account_for_user(user_id=buyer.pk, kind=Account.Kind.BUYER), -task.price, "hold"),
-        ledger.Leg(ledger.account_for_user(user_id=buyer.pk, kind=Account.Kind.ESCROW), task.price, "hold"),
-    ]
-    with pytest.raises(IntegrityError), transaction.atomic():
-        ledger.post(legs=legs, task=task)
-
-
-def test_it_refuses_an_unbalanced_posting(buyer):
-    account = ledger.account_for_user(user_id=buyer.pk, kind=Account.Kind.BUYER)
-    with pytest.raises(ValueError, match="unbalanced"), transaction.atomic():
-        ledger.post(legs=[ledger.Leg(account, Decimal("1"), "credit")])
-
-
-def test_it_refuses_to_post_outside_a_transaction(buyer):
-    account = ledger.account_for_user(user_id=buyer.pk, kind=Account.Kind.BUYER)
-    with mock.patch("tasks.ledger.transaction.get_connection") as connection:
-        connection.return_value.in_atomic_block = False
-        with pytest.raises(RuntimeError):
-            ledger.post(legs=[ledger.Leg(account, Decimal("0"), "credit")])
-
-
 # --- balances -------------------------------------------------------------------------------------------
 
 
@@ -354,99 +300,7 @@ def test_it_registers_without_credit_when_the_signup_credit_is_zero(api_client, 
     assert not LedgerEntry.objects.filter(account__user__username="broke").exists()
 
 
-@pytest.mark.parametrize(
-    "amount", [Decimal("0"), Decimal("-1"), Decimal("0.00001"), Decimal("NaN"), Decimal("Infinity"), 5]
-)
-def test_it_refuses_a_credit_that_is_not_a_positive_four_place_decimal(buyer, amount):
-    with pytest.raises(DomainError) as raised:
-        buyer_credit(user_id=buyer.pk, amount=amount)
-    assert raised.value.code == "invalid_amount"
-    assert _balance(buyer) == Decimal("100.0000")
-
-
-def test_it_refuses_a_credit_to_an_unknown_user(db):
-    with pytest.raises(NotFound):
-        buyer_credit(user_id=987654, amount=Decimal("1"))
-
-
 # --- operators credit buyers ----------------------------------------------------------------------------
-
-
-def test_it_credits_a_buyer_from_the_command_line(buyer, capsys):
-    call_command("credit", buyer.username, "25.50", "--memo", "welcome back")
-    assert _balance(buyer) == Decimal("125.5000")
-    entry = LedgerEntry.objects.filter(account__user=buyer, kind="credit").latest("id")
-    assert entry.amount == Decimal("25.5000") and "welcome back" in entry.memo
-    assert "125.5000" in capsys.readouterr().out
-    funding = Account.objects.get(kind=Account.Kind.FUNDING)
-    assert funding.balance == -(Decimal("125.5000"))
-
-
-@pytest.mark.parametrize(
-    ("username", "amount", "message"),
-    [
-        ("nobody", "10", "No user named 'nobody'"),
-        ("buyer-one", "ten", "not a decimal amount"),
-        ("buyer-one", "", "not a decimal amount"),
-        ("buyer-one", "0", "positive"),
-        ("buyer-one", "-5", "positive"),
-        ("buyer-one", "1.23456", "4 decimal places"),
-        ("buyer-one", "NaN", "not a decimal amount"),
-        ("buyer-one", "1e12", "more than"),
-    ],
-)
-def test_it_explains_a_bad_credit_command(buyer, username, amount, message):
-    with pytest.raises(CommandError, match=message):
-        call_command("credit", username, amount)
-    assert _balance(buyer) == Decimal("100.0000")
-
-
-@pytest.fixture
-def superuser_client(db, client):
-    from users.models import User
-
-    admin = User.objects.create_superuser(username="root", password="root-pass-123", email="r@x.io")
-    client.force_login(admin)
-    return client
-
-
-def test_it_credits_selected_buyers_from_the_admin_through_a_form(superuser_client, buyer, other_buyer):
-    assert superuser_client.get("/admin/tasks/account/").status_code == 200
-    accounts = Account.objects.filter(kind=Account.Kind.BUYER, user__in=[buyer, other_buyer])
-    selection = {"action": "credit_buyers", "_selected_action": [str(a.pk) for a in accounts]}
-    form_page = superuser_client.post("/admin/tasks/account/", {**selection, "index": "0"})
-    assert form_page.status_code == 200 and b"Credit each selected buyer" in form_page.content
-
-    bad = superuser_client.post("/admin/tasks/account/", {**selection, "apply": "1", "amount": "-3"})
-    assert bad.status_code == 200 and _balance(buyer) == Decimal("100.0000")
-
-    done = superuser_client.post(
-        "/admin/tasks/account/", {**selection, "apply": "1", "amount": "7.25", "memo": "goodwill"}
-    )
-    assert done.status_code == 302
-    assert _balance(buyer) == _balance(other_buyer) == Decimal("107.2500")
-    entry = LedgerEntry.objects.filter(account__user=buyer, kind="credit").latest("id")
-    assert "goodwill" in entry.memo and "root" in entry.memo
-
-
-def test_it_keeps_ledger_rows_read_only_in_the_admin(superuser_client, buyer):
-    entry = LedgerEntry.objects.filter(account__user=buyer).first()
-    assert superuser_client.get("/admin/tasks/ledgerentry/").status_code == 200
-    assert superuser_client.get("/admin/tasks/ledgerentry/add/").status_code == 403
-    assert superuser_client.post(f"/admin/tasks/ledgerentry/{entry.pk}/delete/").status_code == 403
-    superuser_client.post(f"/admin/tasks/ledgerentry/{entry.pk}/change/", {"amount": "1000"})
-    entry_after = LedgerEntry.objects.get(pk=entry.pk)
-    assert entry_after.amount == entry.amount
-    account = Account.objects.get(kind=Account.Kind.BUYER, user=buyer)
-    superuser_client.post(f"/admin/tasks/account/{account.pk}/change/", {"balance": "1000"})
-    assert _balance(buyer) == Decimal("100.0000")
-
-
-def test_it_does_not_offer_the_credit_action_to_non_staff(buyer, client):
-    from tasks.admin import AccountAdmin
-
-    request = mock.Mock(user=buyer)
-    assert not AccountAdmin(Account, mock.Mock()).has_credit_permission(request)
 
 
 # --- spend caps -----------------------------------------------------------------------------------------
@@ -574,8 +428,8 @@ def test_it_never_deadlocks_duke_submissions_against_completions_for_the_same_bu
     # accounts have the lower ids.
     with transaction.atomic():
         for agent in Agent.objects.all():
-            ledger.account_for_agent(agent_id=agent.pk)
-        ledger.platform_account(kind=Account.Kind.PLATFORM_REVENUE)
+            entries.account_for_agent(agent_id=agent.pk)
+        entries.platform_account(kind=Account.Kind.PLATFORM_REVENUE)
     buyer = make_buyer("busy-buyer")
     llm_tasks = [submit(buyer, f"LLM task {i}") for i in range(12)]
     Task.objects.filter(pk__in=[t.pk for t in llm_tasks]).update(status=Task.Status.RUNNING)

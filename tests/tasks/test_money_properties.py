@@ -28,11 +28,12 @@ from hypothesis.stateful import (
 from agents.models import Agent
 from agents.pricing import quantize_money, quote
 from core.exceptions import InsufficientFunds, SpendCapExceeded, Unprocessable
-from tasks.models import Account, LedgerEntry, Task
+from ledger.models import Account, LedgerEntry
+from ledger.services import buyer_credit
+from tasks.models import Task
 from tasks.services import (
     Outcome,
     TaskRequest,
-    buyer_credit,
     request_fingerprint,
     task_claim,
     task_complete,

@@ -23,7 +23,8 @@ from django_q.models import Schedule
 from django_q.scheduler import scheduler
 from django_q.tasks import async_task
 
-from tasks.models import LedgerEntry, Task
+from ledger.models import LedgerEntry
+from tasks.models import Task
 from tasks.services import drain_slot_reserve, task_claim, task_requeue_expired
 from tests.factories import submit
 from tests.faults.harness import database_env

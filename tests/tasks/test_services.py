@@ -4,7 +4,8 @@ import pytest
 
 from agents.models import Agent
 from duke.models import TrainingData
-from tasks.models import Account, LedgerEntry, Task
+from ledger.models import Account, LedgerEntry
+from tasks.models import Task
 from tasks.services import Outcome, task_claim, task_complete, task_fail, task_requeue_expired
 from tests.factories import submit
 

@@ -1,20 +1,19 @@
-"""Settling many tasks in one transaction (task_complete_many, ledger.post_many): the same effects as one
-by one, every task paid once, money summing to zero, and the drainer falling back when a batch fails."""
+"""Settling many tasks in one transaction (task_complete_many, ledger.entries.post_many): the same effects
+as one by one, every task paid once, money summing to zero, and the drainer falling back when a batch
+fails."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 import pytest
-from django.db import transaction
 from django.db.models import Count, Sum
 
 from agents.models import Agent
-from core.exceptions import InsufficientFunds
 from duke.models import TrainingData
-from tasks import ledger
+from ledger.models import Account, LedgerEntry
 from tasks.batch import Drainer
-from tasks.models import Account, LedgerEntry, Task
+from tasks.models import Task
 from tasks.services import Completion, Outcome, task_claim, task_complete, task_complete_many
 from tests.factories import make_buyer, submit
 
@@ -97,36 +96,6 @@ def test_it_pays_each_executor_and_the_fee_of_a_batch_across_buyers(buyer, setti
     # Every transaction of the batch balances on its own.
     per_transaction = LedgerEntry.objects.values("transaction_id").annotate(total=Sum("amount"))
     assert {row["total"] for row in per_transaction} == {Decimal(0)}
-
-
-def test_it_writes_nothing_of_a_batch_when_one_posting_would_overdraw(buyer):
-    escrow = ledger.account_for_user(user_id=buyer.pk, kind=Account.Kind.ESCROW)
-    available = ledger.account_for_user(user_id=buyer.pk, kind=Account.Kind.BUYER)
-    entries = LedgerEntry.objects.count()
-    balance = Account.objects.get(pk=available.pk).balance
-    with pytest.raises(InsufficientFunds), transaction.atomic():
-        ledger.post_many(
-            postings=[
-                # Each posting is checked after the ones before it: the second finds escrow empty again.
-                ledger.Posting(
-                    [ledger.Leg(available, -balance, "hold"), ledger.Leg(escrow, balance, "hold")]
-                ),
-                ledger.Posting(
-                    [ledger.Leg(available, -balance, "hold"), ledger.Leg(escrow, balance, "hold")]
-                ),
-            ]
-        )
-    assert LedgerEntry.objects.count() == entries
-    assert Account.objects.get(pk=available.pk).balance == balance
-
-
-def test_it_creates_an_account_it_is_asked_to_lock_by_owner(buyer):
-    agent = Agent.objects.create(name="new-agent", backend="openai", model="m", price_per_unit=Decimal("1"))
-    key = ledger.agent_key(agent_id=agent.pk)
-    with transaction.atomic():
-        locked = ledger.lock([key, ledger.user_key(user_id=buyer.pk, kind=Account.Kind.BUYER)])
-    assert locked[key].agent_id == agent.pk and locked[key].balance == 0
-    assert Account.objects.filter(agent=agent, kind=Account.Kind.AGENT).count() == 1
 
 
 def test_it_settles_one_by_one_when_settling_the_batch_together_fails(

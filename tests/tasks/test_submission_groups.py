@@ -12,8 +12,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from core.exceptions import InsufficientFunds, NotFound, SpendCapExceeded, SubmitRateExceeded
+from ledger.models import Account, LedgerEntry
 from tasks import services
-from tasks.models import Account, LedgerEntry, Task
+from tasks.models import Task
 from tasks.services import Submission, SubmitLimit, TaskRequest, task_submit, task_submit_many
 from tests.factories import make_buyer
 

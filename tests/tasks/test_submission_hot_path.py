@@ -13,7 +13,8 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from agents.models import Agent
 from core.perf.db import fetch_models, insert_rows, insert_values, prepare_row, update_field
-from tasks.models import Account, DrainSlot, LedgerEntry, Task
+from ledger.models import Account, LedgerEntry
+from tasks.models import DrainSlot, Task
 from tasks.selectors import buyer_submission_counts, drain_slots_busy
 from tests.factories import DEFAULT_PASSWORD, authenticated_client, make_buyer
 

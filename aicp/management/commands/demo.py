@@ -264,7 +264,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Registered the demo buyer {username!r} (password saved in {secret}).")
 
     def _ensure_balance(self, api: Api, username: str, tasks: int, complexity: int) -> None:
-        from tasks.services import buyer_credit
+        from ledger.services import buyer_credit
         from users.models import User
 
         me = api.get_json("/auth/me") or {}

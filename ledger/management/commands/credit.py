@@ -9,9 +9,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from core.exceptions import DomainError
-from tasks.models import Account
-from tasks.selectors import balance_for
-from tasks.services import buyer_credit
+from ledger.models import Account
+from ledger.selectors import balance_for
+from ledger.services import buyer_credit
 from users.models import User
 
 

@@ -17,7 +17,7 @@ from django.db import connections, transaction
 from core.exceptions import InsufficientFunds
 from core.ids import time_ordered_uuid
 from core.perf.db import fetch_models, insert_values, update_field
-from tasks.models import ZERO, Account, LedgerEntry, Task
+from ledger.models import ZERO, Account, LedgerEntry
 
 CENT_HUNDREDTH = Decimal("0.0001")
 
@@ -31,10 +31,10 @@ class Leg:
 
 @dataclass(frozen=True)
 class Posting:
-    """One balanced transaction: its legs, and the task and memo its entries carry."""
+    """One balanced transaction: its legs, and the task (by id) and memo its entries carry."""
 
     legs: Sequence[Leg]
-    task: Task | None = None
+    task_id: uuid.UUID | None = None
     memo: str = ""
 
 
@@ -163,7 +163,7 @@ def lock(keys: Collection[AccountKey]) -> dict[AccountKey, Account]:
 def post(
     *,
     legs: Sequence[Leg],
-    task: Task | None = None,
+    task_id: uuid.UUID | None = None,
     memo: str = "",
     locked: Iterable[Account] | None = None,
 ) -> uuid.UUID:
@@ -172,7 +172,7 @@ def post(
     ``locked``: rows this transaction already locked (``lock``/``lock_accounts``); without them, or when
     a leg's account is not among them, the accounts are locked here.
     """
-    return post_many(postings=[Posting(legs, task, memo)], locked=locked)[0]
+    return post_many(postings=[Posting(legs, task_id, memo)], locked=locked)[0]
 
 
 def post_many(*, postings: Sequence[Posting], locked: Iterable[Account] | None = None) -> list[uuid.UUID]:
@@ -220,7 +220,6 @@ def post_many(*, postings: Sequence[Posting], locked: Iterable[Account] | None =
                     fields={"balance": [str(balances[account_id])], "required": [str(-delta)]},
                 )
             balances[account_id] += delta
-        task_id = posting.task.pk if posting.task is not None else None
         memo = posting.memo[:200]
         entries += [
             {
@@ -228,7 +227,7 @@ def post_many(*, postings: Sequence[Posting], locked: Iterable[Account] | None =
                 "account_id": leg.account.pk,
                 "amount": leg.amount,
                 "kind": leg.kind,
-                "task_id": task_id,
+                "task_id": posting.task_id,
                 "memo": memo,
             }
             for leg in legs
