@@ -308,9 +308,10 @@ def run_backlog(
 ) -> dict:
     from django.db import transaction
 
-    from tasks import jobs
+    from tasks import queue
+    from tasks.execution.slots import drain_slot_reserve
     from tasks.models import DrainSlot
-    from tasks.services import drain_slot_reserve, task_submit
+    from tasks.services import task_submit
 
     # Hold every drainer slot, so the backlog builds up untouched; then let the cluster at it at once.
     held = []
@@ -326,7 +327,7 @@ def run_backlog(
     )
     cpu_before, simulator_before = tree_cpu_s([cluster_pid]), tree_cpu_s([simulator_pid])
     for _ in range(drainers):
-        jobs.request_drain()
+        queue.request_drain()
     result = _wait_and_measure(args, ids, since="started_at")
     result["cpu_ms"] = (tree_cpu_s([cluster_pid]) - cpu_before) * 1000 / max(1, len(ids))
     result["simulator_cpu_ms"] = (tree_cpu_s([simulator_pid]) - simulator_before) * 1000 / max(1, len(ids))

@@ -51,12 +51,12 @@ from ledger.services import (
     payout_keys,
     payout_posting,
 )
-from tasks.models import DrainSlot, IdempotencyKey, Task
+from tasks import queue
+from tasks.models import IdempotencyKey, Task
 from tasks.selectors import (
     buyer_committed_today,
     buyer_submission_counts,
     buyer_submission_time,
-    drain_slots_busy,
     utc_day_start,
 )
 from users.models import User
@@ -372,9 +372,7 @@ def _hold_and_enqueue(*, items: Sequence[tuple[PreparedRow, SubmitLimit | None]]
     outcomes = _insert_held(items=items)
     accepted = [outcome.id for outcome in outcomes if isinstance(outcome, Task)]
     if accepted:
-        from tasks import jobs
-
-        transaction.on_commit(lambda: jobs.enqueue_executions(accepted))
+        transaction.on_commit(lambda: queue.enqueue_executions(accepted))
     return outcomes
 
 
@@ -436,9 +434,7 @@ def _submit_served_by_duke(
         audit=decision.audit,
     )
     if decision.audit:
-        from tasks import jobs
-
-        transaction.on_commit(lambda: jobs.enqueue_duke_audit(task.id))
+        transaction.on_commit(lambda: queue.enqueue_duke_audit(task.id))
     task.refresh_from_db()
     return task
 
@@ -660,10 +656,8 @@ def task_release_claims(
         updated_at=now,
     )
     if released:
-        from tasks import jobs
-
         delay_s = max(0.0, (not_before - now).total_seconds()) if not_before else 0.0
-        transaction.on_commit(lambda: jobs.request_drain(delay_s=delay_s))
+        transaction.on_commit(lambda: queue.request_drain(delay_s=delay_s))
     return released
 
 
@@ -835,9 +829,7 @@ def task_retry_later(*, task_id: uuid.UUID, error: str, error_code: str, delay_s
         updated_at=now,
     )
     if released:
-        from tasks import jobs
-
-        transaction.on_commit(lambda: jobs.enqueue_execution(task_id, delay_s=delay_s))
+        transaction.on_commit(lambda: queue.enqueue_execution(task_id, delay_s=delay_s))
     return bool(released)
 
 
@@ -860,80 +852,10 @@ def task_requeue_expired() -> list[uuid.UUID]:
     # Claimable work with no drainer (a crash between commit and enqueue, a purged queue, a drainer that
     # died) must not wait for the next submission: ask for one; the drain slots make a spare request free.
     if requeued or claimable_tasks(now=now).exists():
-        from tasks import jobs
-
-        transaction.on_commit(jobs.request_drain)
+        transaction.on_commit(queue.request_drain)
     if requeued:
         logger.warning("Reaper re-queued %d task(s) whose lease expired", len(requeued))
     return requeued
-
-
-# --- drainer slots --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SlotLease:
-    number: int
-    token: uuid.UUID
-
-
-def _take_drain_slot(*, number: int, token: uuid.UUID, state: str, lease_s: float, now: datetime) -> bool:
-    return bool(
-        DrainSlot.objects.filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now), number=number).update(
-            token=token, state=state, lease_until=now + timedelta(seconds=lease_s), updated_at=now
-        )
-    )
-
-
-def _take_any_drain_slot(*, slots: int, state: str, lease_s: float) -> SlotLease | None:
-    now = timezone.now()
-    if drain_slots_busy(slots=slots, now=now) >= slots:
-        return None  # the usual answer under load, found without building an ORM query
-    leases = dict(DrainSlot.objects.filter(number__lt=slots).values_list("number", "lease_until"))
-    if len(leases) < slots:
-        DrainSlot.objects.bulk_create(
-            [DrainSlot(number=n) for n in range(slots) if n not in leases], ignore_conflicts=True
-        )
-    for number in range(slots):
-        if leases.get(number) is not None and leases[number] > now:
-            continue
-        token = uuid.uuid4()
-        if _take_drain_slot(number=number, token=token, state=state, lease_s=lease_s, now=now):
-            return SlotLease(number, token)
-    return None
-
-
-# Not @transaction.atomic on purpose: every submission calls this, and on SQLite an atomic block takes the
-# write lock at BEGIN even to find that all slots are busy. Each UPDATE on its own is atomic.
-def drain_slot_reserve(*, slots: int, ttl_s: float) -> SlotLease | None:
-    """Reserves a free drainer slot for a job about to be enqueued; None when all are busy (one read)."""
-    return _take_any_drain_slot(slots=slots, state=DrainSlot.State.QUEUED, lease_s=ttl_s)
-
-
-def drain_slot_acquire(*, slots: int, lease_s: float, reserved: SlotLease | None = None) -> SlotLease | None:
-    """A starting drainer takes the slot reserved for it, or any free one; None: enough drainers run."""
-    if reserved is not None:
-        now = timezone.now()
-        if DrainSlot.objects.filter(number=reserved.number, token=reserved.token).update(
-            state=DrainSlot.State.RUNNING, lease_until=now + timedelta(seconds=lease_s), updated_at=now
-        ):
-            return reserved
-    return _take_any_drain_slot(slots=slots, state=DrainSlot.State.RUNNING, lease_s=lease_s)
-
-
-def drain_slot_renew(*, lease: SlotLease, lease_s: float) -> bool:
-    now = timezone.now()
-    return bool(
-        DrainSlot.objects.filter(number=lease.number, token=lease.token).update(
-            lease_until=now + timedelta(seconds=lease_s), updated_at=now
-        )
-    )
-
-
-def drain_slot_release(*, lease: SlotLease) -> None:
-    DrainSlot.objects.filter(number=lease.number, token=lease.token).update(
-        state=DrainSlot.State.IDLE, token=None, lease_until=None, updated_at=timezone.now()
-    )
 
 
 @transaction.atomic

@@ -240,7 +240,7 @@ def test_it_mirrors_the_wilson_lower_bound_for_the_upper_one():
 def test_it_runs_an_audit_once_even_if_the_job_repeats(
     settings, buyer_client, llm_settings, django_capture_on_commit_callbacks
 ):
-    from tasks.execution import run_duke_audit
+    from tasks.execution.single import run_duke_audit
 
     install_production()
     settings.DUKE_AUDIT_RATE = 1.0

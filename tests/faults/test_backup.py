@@ -49,8 +49,8 @@ def _ledger_is_consistent(path) -> dict[str, int]:
 def test_it_backs_up_a_consistent_copy_while_tasks_are_submitted(tmp_path, monkeypatch):
     if connection.vendor != "sqlite":
         pytest.skip("the backup command is for SQLite; PostgreSQL has pg_dump")
-    monkeypatch.setattr("tasks.jobs.enqueue_execution", lambda *args, **kwargs: None)
-    monkeypatch.setattr("tasks.jobs.enqueue_executions", lambda task_ids: None)
+    monkeypatch.setattr("tasks.queue.enqueue_execution", lambda *args, **kwargs: None)
+    monkeypatch.setattr("tasks.queue.enqueue_executions", lambda task_ids: None)
     buyer = make_buyer("busy-buyer")
     stop = threading.Event()
     submitted: list[int] = []

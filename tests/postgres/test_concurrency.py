@@ -32,8 +32,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True, seri
 def enqueued(monkeypatch) -> list:
     """Records execution jobs instead of running them inline, so only submission touches the money."""
     jobs: list = []
-    monkeypatch.setattr("tasks.jobs.enqueue_execution", lambda task_id, **kwargs: jobs.append(task_id))
-    monkeypatch.setattr("tasks.jobs.enqueue_executions", jobs.extend)
+    monkeypatch.setattr("tasks.queue.enqueue_execution", lambda task_id, **kwargs: jobs.append(task_id))
+    monkeypatch.setattr("tasks.queue.enqueue_executions", jobs.extend)
     return jobs
 
 

@@ -1,4 +1,5 @@
-"""The batch executor (tasks.batch): many calls in flight, retries, limits, the breaker, exactly-once effects.
+"""The drainer (tasks.execution.drainer): many calls in flight, retries, limits, the breaker, exactly-once
+effects.
 
 Tasks are submitted inside the test transaction, so their on-commit enqueue never fires: they wait as
 pending, and the test runs a drainer over them against the simulator with the real openai client.
@@ -21,11 +22,11 @@ from agents.ratelimit import limiter_from_settings
 from agents.simulator import Answer, Delay, Drop, Fault
 from duke.models import TrainingData
 from ledger.models import Account, LedgerEntry
-from tasks import jobs
-from tasks.batch import Drainer
-from tasks.execution import run_task
+from tasks import queue
+from tasks.execution.drainer import Drainer
+from tasks.execution.single import run_task
+from tasks.execution.slots import drain_slot_acquire, drain_slot_reserve
 from tasks.models import DrainSlot, Task
-from tasks.services import drain_slot_acquire, drain_slot_reserve
 from tests.factories import submit
 
 LABELS = ["sports", "politics", "science"]
@@ -235,22 +236,22 @@ def test_it_hands_over_to_a_successor_when_its_slice_ends(buyer, simulator, sett
 def test_it_enqueues_no_drainer_while_all_slots_are_busy(settings, monkeypatch):
     settings.AICP_DRAINERS = 2
     enqueued = []
-    monkeypatch.setattr(jobs, "async_task", lambda *args, **kwargs: enqueued.append(args))
-    jobs.request_drain()
-    jobs.request_drain()
-    jobs.request_drain()  # both slots are reserved by queued drainers: this one is not needed
+    monkeypatch.setattr(queue, "async_task", lambda *args, **kwargs: enqueued.append(args))
+    queue.request_drain()
+    queue.request_drain()
+    queue.request_drain()  # both slots are reserved by queued drainers: this one is not needed
     assert [args[0] for args in enqueued] == ["tasks.jobs.drain_tasks"] * 2
     assert drain_slot_reserve(slots=2, ttl_s=30) is None
     # A reservation nobody took up (the job was lost) expires, and the next request enqueues again.
     DrainSlot.objects.filter(number=0).update(lease_until=timezone.now())
-    jobs.request_drain()
+    queue.request_drain()
     assert len(enqueued) == 3
 
 
 @pytest.mark.django_db
 def test_it_shares_one_schedule_between_retries_due_the_same_second():
     for _ in range(5):
-        jobs.enqueue_execution(None, delay_s=30)
+        queue.enqueue_execution(None, delay_s=30)
     assert Schedule.objects.filter(func="tasks.jobs.drain_tasks").count() == 1
 
 

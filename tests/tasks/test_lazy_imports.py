@@ -13,7 +13,7 @@ PROBE = """
 import sys
 import django
 django.setup()
-import aicp.urls, aicp.wsgi, tasks.admin, tasks.batch, tasks.jobs, duke.admin, duke.jobs
+import aicp.urls, aicp.wsgi, tasks.admin, tasks.execution.drainer, tasks.jobs, duke.admin, duke.jobs
 heavy = ("torch", "openai", "transformers", "sentence_transformers")
 print(",".join(name for name in heavy if name in sys.modules))
 """

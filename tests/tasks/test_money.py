@@ -421,8 +421,8 @@ def test_it_never_deadlocks_duke_submissions_against_completions_for_the_same_bu
 
     if connection.vendor != "postgresql":
         pytest.skip("row-lock ordering needs PostgreSQL's real concurrent writers")
-    monkeypatch.setattr("tasks.jobs.enqueue_execution", lambda task_id, **kwargs: None)
-    monkeypatch.setattr("tasks.jobs.enqueue_executions", lambda task_ids: None)
+    monkeypatch.setattr("tasks.queue.enqueue_execution", lambda task_id, **kwargs: None)
+    monkeypatch.setattr("tasks.queue.enqueue_executions", lambda task_ids: None)
     settings.AICP_PLATFORM_FEE = Decimal("0.1")
     # As in any live system: agents and the platform were paid before this buyer signed up, so their
     # accounts have the lower ids.

@@ -24,8 +24,9 @@ from django_q.scheduler import scheduler
 from django_q.tasks import async_task
 
 from ledger.models import LedgerEntry
+from tasks.execution.slots import drain_slot_reserve
 from tasks.models import Task
-from tasks.services import drain_slot_reserve, task_claim, task_requeue_expired
+from tasks.services import task_claim, task_requeue_expired
 from tests.factories import submit
 from tests.faults.harness import database_env
 

@@ -12,7 +12,7 @@ from django.db.models import Count, Sum
 from agents.models import Agent
 from duke.models import TrainingData
 from ledger.models import Account, LedgerEntry
-from tasks.batch import Drainer
+from tasks.execution.drainer import Drainer
 from tasks.models import Task
 from tasks.services import Completion, Outcome, task_claim, task_complete, task_complete_many
 from tests.factories import make_buyer, submit
@@ -110,7 +110,7 @@ def test_it_settles_one_by_one_when_settling_the_batch_together_fails(
         batches.append(len(kwargs["completions"]))
         raise RuntimeError("bulk insert refused")
 
-    monkeypatch.setattr("tasks.batch.task_complete_many", broken_batch)
+    monkeypatch.setattr("tasks.execution.drainer.task_complete_many", broken_batch)
     stats = Drainer(concurrency=12).run()
 
     assert batches and max(batches) > 1  # the batch path was tried, and its failure rolled back

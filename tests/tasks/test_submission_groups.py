@@ -118,7 +118,7 @@ def test_concurrent_submissions_are_grouped_and_every_one_is_held_exactly_once(d
     with (
         mock.patch.object(services, "task_submit_many", held_first_group),
         mock.patch("django.conf.settings.AICP_SUBMIT_GROUP_MAX", 5),
-        mock.patch("tasks.jobs.enqueue_executions") as enqueued,
+        mock.patch("tasks.queue.enqueue_executions") as enqueued,
     ):
         threads = [threading.Thread(target=send, args=(n,)) for n in range(callers)]
         for thread in threads:
@@ -177,7 +177,7 @@ def test_concurrent_submissions_of_one_buyer_cannot_pass_the_submit_limit_togeth
 
     buyer = make_buyer("eager")
     limit = SubmitLimit(count=3, window_s=60)
-    with mock.patch("tasks.jobs.enqueue_executions"):
+    with mock.patch("tasks.queue.enqueue_executions"):
         outcomes = run_concurrently(lambda _: task_submit(buyer=buyer, request=SUMMARY, limit=limit), 8)
 
     assert len(outcomes) == 8
@@ -207,7 +207,7 @@ def test_every_group_is_written_on_the_processs_one_writing_connection(default_a
         finally:
             connection.close()
 
-    with mock.patch.object(services, "task_submit_many", spy), mock.patch("tasks.jobs.enqueue_executions"):
+    with mock.patch.object(services, "task_submit_many", spy), mock.patch("tasks.queue.enqueue_executions"):
         for _ in range(3):
             thread = threading.Thread(target=send)
             thread.start()

@@ -6,13 +6,13 @@ from argparse import ArgumentParser
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from core.exceptions import DomainError
 from ledger.models import Account
 from ledger.selectors import balance_for
 from ledger.services import buyer_credit
-from users.models import User
 
 
 class Command(BaseCommand):
@@ -30,7 +30,7 @@ class Command(BaseCommand):
             amount = Decimal(raw_amount.strip())
         except InvalidOperation:
             raise CommandError(f"{raw_amount!r} is not a decimal amount (e.g. 25 or 12.50).") from None
-        user = User.objects.filter(username=username).first()
+        user = get_user_model().objects.filter(username=username).first()
         if user is None:
             raise CommandError(f"No user named {username!r}.")
         try:

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import OperationalError, transaction
+from django_q.conf import Conf
 
 from agents import llm
 from agents.models import Agent
@@ -43,15 +44,13 @@ from agents.ratelimit import (
     limiter_from_settings,
     limits_from_settings,
 )
+from tasks.execution.slots import SlotLease, drain_slot_acquire, drain_slot_release, drain_slot_renew
 from tasks.models import Task
+from tasks.queue import draining, request_drain
 from tasks.services import (
     Completion,
     Outcome,
-    SlotLease,
     claimable_tasks,
-    drain_slot_acquire,
-    drain_slot_release,
-    drain_slot_renew,
     task_claim_batch,
     task_complete,
     task_complete_many,
@@ -80,14 +79,6 @@ TRIAL_RECHECK_S = 0.2
 FREE_FORM_COMPLETION_TOKENS = 256  # what a free-form answer is assumed to cost before we know
 # llm.py appends this when a call of one attempt gives up; the attempts are counted here instead.
 _ONE_ATTEMPT_SUFFIX = " (gave up after 1 attempt)"
-
-_local = threading.local()
-
-
-def draining_here() -> bool:
-    """True inside a drainer: it polls for new tasks itself, so it needs no job to be enqueued for them."""
-    return getattr(_local, "draining", False)
-
 
 # --- the I/O loop: one asyncio loop per process, in a daemon thread ------------------------------------
 
@@ -259,39 +250,39 @@ class Drainer:
     # -- main loop ---------------------------------------------------------------------------------------
 
     def run(self) -> DrainStats:
-        was_draining = draining_here()
-        _local.draining = True
         try:
-            self._load_agents()
-            while True:
-                self._settle(self._collect(self._wait_s()))
-                self._housekeeping()
-                self._dispatch()
-                if not self._closing():
-                    self._claim()
-                if self.inflight or self.waiting:
-                    continue
-                if self._closing():
-                    break
-                now = time.monotonic()
-                if now < self.idle_until:
-                    continue  # waiting for work known to be due soon
-                due_in = self._next_work_in()
-                if due_in is not None and due_in <= IDLE_WAIT_MAX_S:
-                    self.idle_until = now + min(due_in, IDLE_POLL_S)
-                    continue
-                if due_in is not None and self.task_ids is None:
-                    from tasks import jobs
-
-                    jobs.request_drain(delay_s=due_in)  # blocked for long: a drainer comes back for it
-                if self._stop():
-                    break
+            with draining():
+                self._run()
         finally:
-            _local.draining = was_draining
+            # No longer draining: the successor the hand-over asks for must really be enqueued.
             self._abandon()
             if self.slot is not None:
                 self._hand_over()
         return self.stats
+
+    def _run(self) -> None:
+        self._load_agents()
+        while True:
+            self._settle(self._collect(self._wait_s()))
+            self._housekeeping()
+            self._dispatch()
+            if not self._closing():
+                self._claim()
+            if self.inflight or self.waiting:
+                continue
+            if self._closing():
+                return
+            now = time.monotonic()
+            if now < self.idle_until:
+                continue  # waiting for work known to be due soon
+            due_in = self._next_work_in()
+            if due_in is not None and due_in <= IDLE_WAIT_MAX_S:
+                self.idle_until = now + min(due_in, IDLE_POLL_S)
+                continue
+            if due_in is not None and self.task_ids is None:
+                request_drain(delay_s=due_in)  # blocked for long: a drainer comes back for it
+            if self._stop():
+                return
 
     def _closing(self) -> bool:
         return self.slice_s is not None and time.monotonic() - self.started >= self.slice_s
@@ -759,9 +750,7 @@ class Drainer:
             drain_slot_release(lease=self.slot)
             self.slot = None
             if claimable_tasks().exists():
-                from tasks import jobs
-
-                jobs.request_drain()
+                request_drain()
         except Exception:  # noqa: BLE001 — the slot lease expires; the reaper asks for a drainer
             logger.exception("Drainer could not hand over its slot")
 
@@ -783,8 +772,6 @@ class Drainer:
 
 def drain(*, reserved: SlotLease | None = None) -> int:
     """A drainer job: takes a drain slot (the reserved one, or any free one) and runs; 0 if none is free."""
-    from django_q.conf import Conf
-
     slot = drain_slot_acquire(slots=settings.AICP_DRAINERS, lease_s=DRAIN_LEASE_S, reserved=reserved)
     if slot is None:
         return 0

@@ -1,7 +1,7 @@
 """Runs tasks: the LLM call happens outside any transaction; each database step is an atomic service.
 
-Tasks run in batches on a drainer (tasks.batch), which keeps many calls in flight; ``run_task`` is the
-same machinery for one given task. Not a service: it does network I/O.
+Tasks run in batches on a drainer (tasks.execution.drainer), which keeps many calls in flight;
+``run_task`` is the same machinery for one given task. Not a service: it does network I/O.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from agents.pricing import token_cost
 from agents.selectors import agent_default_llm
 from core.exceptions import NotFound
 from duke import audit as duke_audit
+from tasks.execution.drainer import Drainer
 from tasks.models import Task
 from tasks.services import Outcome
 
@@ -44,8 +45,6 @@ def outcome_from_completion(agent: Agent, completion: llm.Completion) -> Outcome
 
 def run_task(task_id: uuid.UUID) -> None:
     """Claims the task if it is claimable, runs its call (with retries) and settles it, once."""
-    from tasks.batch import Drainer
-
     Drainer(concurrency=1, task_ids=[task_id]).run()
 
 
