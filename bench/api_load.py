@@ -417,7 +417,7 @@ def main() -> int:
         from rest_framework_simplejwt.tokens import RefreshToken
 
         from tasks.models import Task
-        from tasks.services import buyer_register
+        from users.services import buyer_register
 
         tokens = []
         for index in range(args.clients):

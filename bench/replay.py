@@ -184,8 +184,8 @@ def run(
     from duke import registry
     from duke.models import ModelVersion, ServedTask
     from duke.router import routing_status, seed_audit_sampling
-    from tasks.services import buyer_register
     from users.models import User
+    from users.services import buyer_register
 
     load_before = os.getloadavg()[0]
     seed_audit_sampling(args.seed)

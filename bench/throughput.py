@@ -105,7 +105,7 @@ def main() -> int:
 
         django.setup()
         from ledger.services import buyer_credit
-        from tasks.services import buyer_register
+        from users.services import buyer_register
 
         buyer = buyer_register(username="bench-buyer", password="bench-pass-1234567")
         buyer_credit(user_id=buyer.pk, amount=Decimal("1000000"), memo="bench")
@@ -272,7 +272,7 @@ def _live_buyers(count: int) -> list[str]:
     from rest_framework_simplejwt.tokens import RefreshToken
 
     from ledger.services import buyer_credit
-    from tasks.services import buyer_register
+    from users.services import buyer_register
 
     tokens = []
     for index in range(count):
@@ -290,7 +290,7 @@ def _maps_torch(pid: int) -> bool:
 
 
 def _requests(args: argparse.Namespace, count: int, offset: int) -> list:
-    from tasks.services import TaskRequest
+    from tasks.services.submission import TaskRequest
 
     labels = ("positive", "negative", "neutral") if args.labeling else None
     return [
@@ -311,7 +311,7 @@ def run_backlog(
     from tasks import queue
     from tasks.execution.slots import drain_slot_reserve
     from tasks.models import DrainSlot
-    from tasks.services import task_submit
+    from tasks.services.submission import task_submit
 
     # Hold every drainer slot, so the backlog builds up untouched; then let the cluster at it at once.
     held = []

@@ -6,7 +6,7 @@ from core.admin import ReadOnlyAdmin
 from core.exceptions import DomainError
 from ledger.models import LedgerEntry
 from tasks.models import IdempotencyKey, Task
-from tasks.services import task_resubmit
+from tasks.services.submission import task_resubmit
 
 
 class LabelingFilter(admin.SimpleListFilter):

@@ -18,15 +18,12 @@ from ledger.models import Account
 from ledger.selectors import balance_for
 from tasks.models import Task
 from tasks.selectors import task_get_visible, task_list_visible
-from tasks.services import (
-    SubmitLimit,
-    TaskRequest,
-    buyer_register,
-    task_feedback,
-    task_submit,
-    task_submit_idempotent,
-)
+from tasks.services.feedback import task_feedback
+from tasks.services.idempotency import task_submit_idempotent
+from tasks.services.limits import SubmitLimit
+from tasks.services.submission import TaskRequest, task_submit
 from users.api import NewPasswordField, RegisterThrottle
+from users.services import buyer_register
 
 MAX_DESCRIPTION = 8000
 MAX_LABELS = 100

@@ -10,7 +10,7 @@ import uuid
 from tasks.execution.drainer import drain
 from tasks.execution.single import run_duke_audit, run_task
 from tasks.execution.slots import SlotLease
-from tasks.services import task_requeue_expired
+from tasks.services.lifecycle import task_requeue_expired
 
 
 def drain_tasks(slot: int | None = None, token: str | None = None) -> int:

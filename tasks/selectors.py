@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.db.models import Count, Q, QuerySet, Sum
+from django.utils import timezone
 
 from agents.pricing import quantize_money
 from core.exceptions import NotFound
@@ -91,3 +92,24 @@ def task_stats(*, since: datetime) -> dict[str, int]:
 
 def task_list_recent(*, limit: int) -> QuerySet[Task]:
     return Task.objects.select_related("agent", "executed_by", "buyer").order_by("-created_at", "-id")[:limit]
+
+
+def claimable_tasks(
+    *,
+    now: datetime | None = None,
+    exclude_agent_ids: Collection[int] = (),
+    task_ids: Collection[uuid.UUID] | None = None,
+    only_agent_id: int | None = None,
+) -> QuerySet[Task]:
+    """Pending tasks whose retry backoff has passed: what a claim may take (a read the drainer shares)."""
+    now = now or timezone.now()
+    tasks = Task.objects.filter(
+        Q(not_before__isnull=True) | Q(not_before__lte=now), status=Task.Status.PENDING
+    )
+    if only_agent_id is not None:
+        tasks = tasks.filter(agent_id=only_agent_id)
+    if exclude_agent_ids:
+        tasks = tasks.exclude(agent_id__in=list(exclude_agent_ids))
+    if task_ids is not None:
+        tasks = tasks.filter(pk__in=list(task_ids))
+    return tasks

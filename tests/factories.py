@@ -7,7 +7,8 @@ from decimal import Decimal
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from tasks.services import TaskRequest, buyer_register, task_submit
+from tasks.services.submission import TaskRequest, task_submit
+from users.services import buyer_register
 
 DEFAULT_PASSWORD = "a-Strong-pass-42"
 

@@ -1,10 +1,13 @@
 """Writes on users."""
 
+from django.conf import settings
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 
+from agents.pricing import quantize_money
 from core.exceptions import Conflict, DomainError
+from ledger.services import buyer_accounts_open, buyer_credit
 from users.models import User
 
 
@@ -20,3 +23,14 @@ def user_register(*, username: str, password: str) -> User:
             "The password is too weak.", code="invalid", fields={"password": list(exc.messages)}
         ) from exc
     return User.objects.create_user(username=username, password=password)
+
+
+@transaction.atomic
+def buyer_register(*, username: str, password: str) -> User:
+    user = user_register(username=username, password=password)
+    buyer_accounts_open(user_id=user.pk)
+    if settings.AICP_SIGNUP_CREDIT:
+        buyer_credit(
+            user_id=user.pk, amount=quantize_money(settings.AICP_SIGNUP_CREDIT), memo="signup credit"
+        )
+    return user

@@ -47,10 +47,10 @@ from agents.ratelimit import (
 from tasks.execution.slots import SlotLease, drain_slot_acquire, drain_slot_release, drain_slot_renew
 from tasks.models import Task
 from tasks.queue import draining, request_drain
-from tasks.services import (
+from tasks.selectors import claimable_tasks
+from tasks.services.lifecycle import (
     Completion,
     Outcome,
-    claimable_tasks,
     task_claim_batch,
     task_complete,
     task_complete_many,

@@ -19,7 +19,7 @@ from core.exceptions import NotFound
 from duke import audit as duke_audit
 from tasks.execution.drainer import Drainer
 from tasks.models import Task
-from tasks.services import Outcome
+from tasks.services.lifecycle import Outcome
 
 logger = logging.getLogger("tasks")
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 from agents.models import Agent
 from ledger.models import LedgerEntry
 from tasks.models import Task
-from tasks.services import Outcome, task_complete, task_fail
+from tasks.services.lifecycle import Outcome, task_complete, task_fail
 from tests.factories import submit
 
 pytestmark = pytest.mark.django_db

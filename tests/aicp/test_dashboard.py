@@ -14,7 +14,7 @@ from aicp.dashboard import accuracy_chart, dashboard_snapshot
 from duke.models import ModelVersion, ServedTask
 from duke.services import sample_record
 from tasks.models import Task
-from tasks.services import Outcome, task_complete, task_fail
+from tasks.services.lifecycle import Outcome, task_complete, task_fail
 from tests.factories import make_buyer, submit
 
 pytestmark = pytest.mark.django_db

@@ -13,7 +13,7 @@ from duke.router import decide, route, routing_status, threshold_for
 from duke.services import evaluate
 from ledger.models import Account
 from tasks.models import Task
-from tasks.services import Outcome, task_claim, task_complete
+from tasks.services.lifecycle import Outcome, task_claim, task_complete
 from tests.duke.routing_helpers import (
     LABELS,
     TASK_TYPE,

@@ -20,7 +20,8 @@ from duke.services import sample_record
 from ledger.models import Account, LedgerEntry
 from ledger.services import buyer_credit
 from tasks.models import Task
-from tasks.services import Outcome, TaskRequest, task_complete, task_submit
+from tasks.services.lifecycle import Outcome, task_complete
+from tasks.services.submission import TaskRequest, task_submit
 from tests.factories import authenticated_client, make_buyer
 from tests.postgres.threads import run_concurrently
 

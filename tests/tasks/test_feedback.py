@@ -9,7 +9,8 @@ from agents.selectors import agent_duke
 from duke.models import ServedTask, TrainingData
 from duke.router import RouteDecision
 from tasks.models import Task
-from tasks.services import Outcome, TaskRequest, _submit_served_by_duke, task_claim, task_complete
+from tasks.services.lifecycle import Outcome, task_claim, task_complete
+from tasks.services.submission import TaskRequest, _submit_served_by_duke
 from tests.factories import submit
 
 pytestmark = pytest.mark.django_db

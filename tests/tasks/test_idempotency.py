@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from ledger.models import Account, LedgerEntry
 from tasks.models import IdempotencyKey, Task
-from tasks.services import Outcome, _find_key, task_claim, task_complete
+from tasks.services.idempotency import _find_key
+from tasks.services.lifecycle import Outcome, task_claim, task_complete
 from tests.factories import authenticated_client, make_buyer
 
 pytestmark = pytest.mark.django_db
@@ -140,7 +141,7 @@ def test_it_turns_a_lost_insert_race_into_a_replay(buyer, buyer_client):
         calls["n"] += 1
         return None if calls["n"] == 1 else _find_key(**kwargs)
 
-    with mock.patch("tasks.services._find_key", side_effect=stale_then_real):
+    with mock.patch("tasks.services.idempotency._find_key", side_effect=stale_then_real):
         second = _post(buyer_client, "race")
     assert calls["n"] == 2
     assert second.status_code == 201 and second["Idempotent-Replayed"] == "true"
@@ -152,7 +153,7 @@ def test_it_turns_a_lost_insert_race_into_a_replay(buyer, buyer_client):
 
 def test_it_answers_409_when_the_key_stays_taken_and_never_creates_a_second_task(buyer, buyer_client):
     _post(buyer_client, "stuck")
-    with mock.patch("tasks.services._find_key", return_value=None):
+    with mock.patch("tasks.services.idempotency._find_key", return_value=None):
         response = _post(buyer_client, "stuck")
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "idempotency_in_progress"

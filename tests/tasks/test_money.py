@@ -17,7 +17,7 @@ from core.exceptions import InsufficientFunds, SpendCapExceeded
 from ledger import entries
 from ledger.models import Account, LedgerEntry
 from tasks.models import Task
-from tasks.services import Outcome, task_claim, task_complete, task_fail, task_retry_later
+from tasks.services.lifecycle import Outcome, task_claim, task_complete, task_fail, task_retry_later
 from tests.factories import make_buyer, submit
 
 pytestmark = pytest.mark.django_db
@@ -252,7 +252,7 @@ def test_it_refunds_once_when_failure_is_followed_by_a_completion(buyer):
 def test_it_leaves_no_money_moved_when_completion_crashes_midway_and_pays_once_on_retry(buyer):
     task = submit(buyer, complexity=4)
     task_claim(task_id=task.id)
-    with mock.patch("tasks.services.sample_record", side_effect=RuntimeError("worker killed")):
+    with mock.patch("tasks.services.lifecycle.sample_record", side_effect=RuntimeError("worker killed")):
         with pytest.raises(RuntimeError):
             task_complete(task_id=task.id, outcome=Outcome(result="x"))
     task.refresh_from_db()
@@ -384,7 +384,7 @@ def test_it_applies_the_cap_and_the_balance_to_tasks_duke_serves(buyer, settings
 
     decision = RouteDecision(label="a", confidence=0.99, model_version=1, audit=False)
     settings.AICP_DAILY_SPEND_CAP = Decimal("0.0100")
-    with mock.patch("tasks.services.route", return_value=decision):
+    with mock.patch("tasks.services.submission.route", return_value=decision):
         task = submit(buyer, complexity=5, labels=["a", "b"], task_type="t")
         duke = Agent.objects.get(name="duke")
         assert task.executed_by == duke and task.status == Task.Status.COMPLETED
@@ -434,7 +434,7 @@ def test_it_never_deadlocks_duke_submissions_against_completions_for_the_same_bu
     llm_tasks = [submit(buyer, f"LLM task {i}") for i in range(12)]
     Task.objects.filter(pk__in=[t.pk for t in llm_tasks]).update(status=Task.Status.RUNNING)
     decision = RouteDecision(label="a", confidence=0.99, model_version=1, audit=False)
-    monkeypatch.setattr("tasks.services.route", lambda **kwargs: decision)
+    monkeypatch.setattr("tasks.services.submission.route", lambda **kwargs: decision)
 
     def act(index: int) -> object:
         if index % 2:

@@ -31,17 +31,9 @@ from core.exceptions import InsufficientFunds, SpendCapExceeded, Unprocessable
 from ledger.models import Account, LedgerEntry
 from ledger.services import buyer_credit
 from tasks.models import Task
-from tasks.services import (
-    Outcome,
-    TaskRequest,
-    request_fingerprint,
-    task_claim,
-    task_complete,
-    task_fail,
-    task_retry_later,
-    task_submit,
-    task_submit_idempotent,
-)
+from tasks.services.idempotency import request_fingerprint, task_submit_idempotent
+from tasks.services.lifecycle import Outcome, task_claim, task_complete, task_fail, task_retry_later
+from tasks.services.submission import TaskRequest, task_submit
 from tests.factories import make_buyer
 
 FEE = Decimal("0.1")
@@ -216,7 +208,7 @@ class MoneyMachine(RuleBasedStateMachine):
 
     def _crash_during_completion(self, task_id: uuid.UUID) -> None:
         """The worker dies after paying but before committing: the whole completion must roll back."""
-        with mock.patch("tasks.services.sample_record", side_effect=RuntimeError("killed")):
+        with mock.patch("tasks.services.lifecycle.sample_record", side_effect=RuntimeError("killed")):
             if self.tasks[task_id]["status"] in (PENDING, RUNNING):
                 with pytest.raises(RuntimeError):
                     task_complete(task_id=task_id, outcome=Outcome(result="done"))

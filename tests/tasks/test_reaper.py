@@ -26,7 +26,7 @@ from django_q.tasks import async_task
 from ledger.models import LedgerEntry
 from tasks.execution.slots import drain_slot_reserve
 from tasks.models import Task
-from tasks.services import task_claim, task_requeue_expired
+from tasks.services.lifecycle import task_claim, task_requeue_expired
 from tests.factories import submit
 from tests.faults.harness import database_env
 

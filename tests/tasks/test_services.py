@@ -6,7 +6,7 @@ from agents.models import Agent
 from duke.models import TrainingData
 from ledger.models import Account, LedgerEntry
 from tasks.models import Task
-from tasks.services import Outcome, task_claim, task_complete, task_fail, task_requeue_expired
+from tasks.services.lifecycle import Outcome, task_claim, task_complete, task_fail, task_requeue_expired
 from tests.factories import submit
 
 pytestmark = pytest.mark.django_db

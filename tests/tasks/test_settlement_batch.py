@@ -14,7 +14,7 @@ from duke.models import TrainingData
 from ledger.models import Account, LedgerEntry
 from tasks.execution.drainer import Drainer
 from tasks.models import Task
-from tasks.services import Completion, Outcome, task_claim, task_complete, task_complete_many
+from tasks.services.lifecycle import Completion, Outcome, task_claim, task_complete, task_complete_many
 from tests.factories import make_buyer, submit
 
 pytestmark = pytest.mark.django_db

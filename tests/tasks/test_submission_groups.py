@@ -13,9 +13,10 @@ from django.test.utils import CaptureQueriesContext
 
 from core.exceptions import InsufficientFunds, NotFound, SpendCapExceeded, SubmitRateExceeded
 from ledger.models import Account, LedgerEntry
-from tasks import services
 from tasks.models import Task
-from tasks.services import Submission, SubmitLimit, TaskRequest, task_submit, task_submit_many
+from tasks.services import submission as services
+from tasks.services.limits import SubmitLimit
+from tasks.services.submission import Submission, TaskRequest, task_submit, task_submit_many
 from tests.factories import make_buyer
 
 pytestmark = pytest.mark.django_db

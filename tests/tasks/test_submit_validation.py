@@ -19,7 +19,7 @@ from tasks.api import (
     TaskSubmitInputSerializer,
 )
 from tasks.models import Task
-from tasks.services import Outcome, task_claim, task_complete, task_fail
+from tasks.services.lifecycle import Outcome, task_claim, task_complete, task_fail
 from tests.factories import submit
 
 
