@@ -12,7 +12,6 @@ import email.utils
 import json
 import logging
 import math
-import random
 import threading
 import time
 import weakref
@@ -20,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from agents.retry import RetryPolicy, next_attempt_in
 
 if TYPE_CHECKING:
     import openai
@@ -46,9 +47,6 @@ def _openai() -> ModuleType:
 
 logger = logging.getLogger(__name__)
 
-# Beyond this we'd rather hold a worker than hammer the API, but not for minutes.
-MAX_RETRY_AFTER_S = 30.0
-MAX_BACKOFF_S = 10.0
 _ANSWER_PREVIEW_CHARS = 200
 # openai refuses to build a client without a key; OpenAI-compatible local servers often don't need one.
 _NO_KEY_PLACEHOLDER = "no-key"
@@ -199,6 +197,25 @@ async def complete_async(
         await asyncio.sleep(delay)
 
 
+async def request_async(
+    *, endpoint: LLMEndpoint, text: str, labels: Sequence[str] | None = None
+) -> Completion:
+    """One request and no retry: its Completion, or the LLMError it failed with (tokens counted either
+    way), for a caller that applies the retry policy (agents.retry) itself, as the drainer does."""
+    openai = _openai()
+    call = _Call(endpoint, text, labels, max_attempts=1, backoff_s=0.0)
+    client = _async_client(endpoint)
+    call.attempt_started()
+    try:
+        response = await client.chat.completions.create(**call.request)
+    except openai.OpenAIError as exc:
+        raise call.stamp(_error_from_openai(exc, endpoint)) from None
+    try:
+        return call.answered(response)
+    except LLMError as err:
+        raise call.stamp(err) from None
+
+
 def endpoint_from_settings(model: str, base_url: str | None = None) -> LLMEndpoint:
     """An endpoint for ``model`` from Django settings; ``base_url`` (an agent's own) wins over the global."""
     from django.conf import settings  # lazily: this module must stay importable without Django
@@ -248,8 +265,7 @@ class _Call:
             raise ValueError("backoff_s must be >= 0")
         self.endpoint = endpoint
         self.labels = _check_labels(labels)
-        self.max_attempts = max_attempts
-        self.backoff_s = backoff_s
+        self.policy = RetryPolicy(max_attempts=max_attempts, backoff_s=backoff_s)
         self.request = _build_request(endpoint.model, text, self.labels)
         self.attempts = 0
         self.prompt_tokens = 0
@@ -274,34 +290,32 @@ class _Call:
         )
 
     def failed(self, err: LLMError) -> float:
-        """Seconds to wait before the next attempt, or raise the error that ends this call."""
-        if not err.retryable:
-            raise self._stamp(err)
-        if self.attempts >= self.max_attempts:
+        """Seconds to wait before the next attempt (agents.retry decides), or raise the error that ends
+        this call."""
+        delay = next_attempt_in(
+            self.policy, retryable=err.retryable, attempt=self.attempts, retry_after=err.retry_after
+        )
+        if delay is None:
+            if not err.retryable:
+                raise self.stamp(err)
             if err.code == "invalid_answer":
                 # Asking again did not help: the model can't or won't answer within the labels.
-                raise self._stamp(PermanentLLMError("invalid_answer", f"{err.message} ({self._tried()})"))
-            raise self._stamp(
+                raise self.stamp(PermanentLLMError("invalid_answer", f"{err.message} ({self._tried()})"))
+            raise self.stamp(
                 RetryableLLMError(err.code, f"{err.message} ({self._tried()})", retry_after=err.retry_after)
             )
-        if err.retry_after is not None:
-            delay = min(err.retry_after, MAX_RETRY_AFTER_S)
-        else:
-            # Exponential backoff with jitter so that many workers don't retry in lockstep.
-            ceiling = min(self.backoff_s * 2 ** (self.attempts - 1), MAX_BACKOFF_S)
-            delay = ceiling * random.uniform(0.5, 1.0)
         logger.warning(
             "LLM call to %s failed (%s, attempt %d/%d), retrying in %.2f s: %s",
             self.endpoint.model,
             err.code,
             self.attempts,
-            self.max_attempts,
+            self.policy.max_attempts,
             delay,
             err.message,
         )
         return delay
 
-    def _stamp(self, err: LLMError) -> LLMError:
+    def stamp(self, err: LLMError) -> LLMError:
         err.attempts = self.attempts
         err.prompt_tokens = self.prompt_tokens
         err.completion_tokens = self.completion_tokens

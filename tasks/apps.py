@@ -17,6 +17,6 @@ def _warm_up_worker(**kwargs: object) -> None:
     Only workers run drainers, so only they carry the openai package (web processes and the cluster's
     supervisor processes never do); loading it in the first drainer would hold up its first calls.
     """
-    from tasks.execution import drainer  # in ready(): the app registry must be loaded first
+    from tasks.execution import flights  # after setup: the app registry must be loaded first
 
-    drainer.warm_up()
+    flights.warm_up()

@@ -110,7 +110,7 @@ def test_it_settles_one_by_one_when_settling_the_batch_together_fails(
         batches.append(len(kwargs["completions"]))
         raise RuntimeError("bulk insert refused")
 
-    monkeypatch.setattr("tasks.execution.drainer.task_complete_many", broken_batch)
+    monkeypatch.setattr("tasks.execution.settle.task_complete_many", broken_batch)
     stats = Drainer(concurrency=12).run()
 
     assert batches and max(batches) > 1  # the batch path was tried, and its failure rolled back
