@@ -6,7 +6,6 @@ import re
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -14,16 +13,12 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from core.serializers import SharedFieldsMixin, StrictJSONTypesMixin
-from ledger.models import Account
-from ledger.selectors import balance_for
 from tasks.models import Task
 from tasks.selectors import task_get_visible, task_list_visible
 from tasks.services.feedback import task_feedback
 from tasks.services.idempotency import task_submit_idempotent
 from tasks.services.limits import SubmitLimit
 from tasks.services.submission import TaskRequest, task_submit
-from users.api import NewPasswordField, RegisterThrottle
-from users.services import buyer_register
 
 MAX_DESCRIPTION = 8000
 MAX_LABELS = 100
@@ -352,57 +347,3 @@ class TaskFeedbackApi(APIView):
             correct_label=serializer.validated_data["correct_label"],
         )
         return Response(TaskOutputSerializer.render(task))
-
-
-class MeApi(APIView):
-    class OutputSerializer(serializers.Serializer):
-        username = serializers.CharField()
-        role = serializers.CharField()
-        balance = serializers.DecimalField(max_digits=19, decimal_places=4, help_text="Available to spend.")
-        held = serializers.DecimalField(
-            max_digits=19, decimal_places=4, help_text="Held in escrow for unfinished tasks."
-        )
-
-    @extend_schema(responses=OutputSerializer)
-    def get(self, request: Request) -> Response:
-        user = request.user
-        return Response(
-            self.OutputSerializer(
-                {
-                    "username": user.username,
-                    "role": user.role,
-                    "balance": balance_for(user_id=user.pk, kind=Account.Kind.BUYER),
-                    "held": balance_for(user_id=user.pk, kind=Account.Kind.ESCROW),
-                }
-            ).data
-        )
-
-
-class RegisterApi(APIView):
-    permission_classes = [AllowAny]
-    authentication_classes: list = []
-    throttle_classes = [RegisterThrottle]
-
-    class InputSerializer(StrictJSONTypesMixin, serializers.Serializer):
-        username = serializers.RegexField(r"^[\w.@+-]+\Z", max_length=150)
-        password = NewPasswordField()
-
-    class OutputSerializer(serializers.Serializer):
-        username = serializers.CharField()
-        role = serializers.CharField()
-        balance = serializers.DecimalField(max_digits=19, decimal_places=4)
-
-    @extend_schema(
-        request=InputSerializer,
-        responses={201: OutputSerializer, 409: OpenApiResponse(description="That username is taken.")},
-    )
-    def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        user = buyer_register(**serializer.validated_data)
-        body = {
-            "username": user.username,
-            "role": user.role,
-            "balance": balance_for(user_id=user.pk, kind=Account.Kind.BUYER),
-        }
-        return Response(self.OutputSerializer(body).data, status=status.HTTP_201_CREATED)

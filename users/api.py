@@ -1,9 +1,10 @@
-"""Auth endpoints: JWT pair, refresh with rotation, logout by blacklisting the refresh token."""
+"""Auth endpoints: register a buyer, JWT pair, refresh with rotation, logout by blacklisting the refresh
+token, and who am I (role, balance, held)."""
 
 from django.contrib.auth import password_validation
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
@@ -14,6 +15,9 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from core.exceptions import DomainError
 from core.serializers import StrictJSONTypesMixin
+from ledger.models import Account
+from ledger.selectors import balance_for
+from users.services import buyer_register
 
 
 def _minimum_password_length() -> int:
@@ -81,3 +85,57 @@ class LogoutApi(APIView):
             # 401 like /auth/token/refresh answers the same token: one status for "that token is no good".
             raise InvalidToken(str(exc)) from exc
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MeApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        username = serializers.CharField()
+        role = serializers.CharField()
+        balance = serializers.DecimalField(max_digits=19, decimal_places=4, help_text="Available to spend.")
+        held = serializers.DecimalField(
+            max_digits=19, decimal_places=4, help_text="Held in escrow for unfinished tasks."
+        )
+
+    @extend_schema(responses=OutputSerializer)
+    def get(self, request: Request) -> Response:
+        user = request.user
+        return Response(
+            self.OutputSerializer(
+                {
+                    "username": user.username,
+                    "role": user.role,
+                    "balance": balance_for(user_id=user.pk, kind=Account.Kind.BUYER),
+                    "held": balance_for(user_id=user.pk, kind=Account.Kind.ESCROW),
+                }
+            ).data
+        )
+
+
+class RegisterApi(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+    throttle_classes = [RegisterThrottle]
+
+    class InputSerializer(StrictJSONTypesMixin, serializers.Serializer):
+        username = serializers.RegexField(r"^[\w.@+-]+\Z", max_length=150)
+        password = NewPasswordField()
+
+    class OutputSerializer(serializers.Serializer):
+        username = serializers.CharField()
+        role = serializers.CharField()
+        balance = serializers.DecimalField(max_digits=19, decimal_places=4)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: OutputSerializer, 409: OpenApiResponse(description="That username is taken.")},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = buyer_register(**serializer.validated_data)
+        body = {
+            "username": user.username,
+            "role": user.role,
+            "balance": balance_for(user_id=user.pk, kind=Account.Kind.BUYER),
+        }
+        return Response(self.OutputSerializer(body).data, status=status.HTTP_201_CREATED)

@@ -1,8 +1,10 @@
 from django.urls import re_path
 
-from users.api import LogoutApi, ThrottledTokenObtainPairView, ThrottledTokenRefreshView
+from users.api import LogoutApi, MeApi, RegisterApi, ThrottledTokenObtainPairView, ThrottledTokenRefreshView
 
 urlpatterns = [
+    re_path(r"^auth/register/?$", RegisterApi.as_view(), name="register"),
+    re_path(r"^auth/me/?$", MeApi.as_view(), name="me"),
     re_path(r"^auth/token/?$", ThrottledTokenObtainPairView.as_view(), name="token-obtain"),
     re_path(r"^auth/token/refresh/?$", ThrottledTokenRefreshView.as_view(), name="token-refresh"),
     re_path(r"^auth/logout/?$", LogoutApi.as_view(), name="logout"),
