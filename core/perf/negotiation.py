@@ -1,7 +1,7 @@
 """Content negotiation that remembers its answers.
 
 Switch: AICP_PERF_NEGOTIATION (off: DRF's DefaultContentNegotiation). Measured: part of commit 0213b59
-(with the plainly-valid shortcut, since removed); not measured alone, re-measure before keeping it.
+(with the plainly-valid shortcut, since removed); see docs/ARCHITECTURE.md for its own A/B.
 
 DRF parses the Accept header and every renderer's media type again on each request. Its answer
 depends only on the header, the format asked for (``?format=``, a URL suffix) and the view's renderer
