@@ -24,14 +24,15 @@ MAX_ENTRIES = 10_000
 
 
 class RecentRows(Generic[Row]):
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._entries: dict[Hashable, tuple[float, Row]] = {}
+        self.clock = clock  # injectable, so tests can step past an entry's lifetime without sleeping
 
     def get(self, key: Hashable, load: Callable[[], Row]) -> Row:
         ttl_s = settings.AICP_RECENT_ROWS_S
         if ttl_s <= 0:
             return load()
-        now = time.monotonic()
+        now = self.clock()
         entry = self._entries.get(key)
         if entry is not None and now - entry[0] < ttl_s:
             return copy.copy(entry[1])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -10,7 +9,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
+from rest_framework_simplejwt.utils import aware_utcnow
 
+from users.authentication import recent_tokens, recent_users
 from users.models import User
 
 pytestmark = pytest.mark.django_db
@@ -54,23 +55,31 @@ def test_it_refuses_a_user_deactivated_in_this_process_at_once(buyer, settings):
     assert "inactive" in response.json()["error"]["message"]
 
 
-def test_it_refuses_a_user_deactivated_elsewhere_once_the_row_expires(buyer, settings):
+def test_it_refuses_a_user_deactivated_elsewhere_once_the_row_expires(buyer, settings, monkeypatch):
     settings.AICP_RECENT_ROWS_S = 0.3
+    now = [1000.0]
+    monkeypatch.setattr(recent_users, "clock", lambda: now[0])
+    monkeypatch.setattr(recent_tokens, "clock", lambda: now[0])
     client = _client(AccessToken.for_user(buyer))
     assert client.get("/auth/me").status_code == 200
     User.objects.filter(pk=buyer.pk).update(is_active=False)  # no signal: as another process would
+    now[0] += 0.29
     assert client.get("/auth/me").status_code == 200  # the reused row, for at most 0.3 s
-    time.sleep(0.35)
+    now[0] += 0.02
     assert client.get("/auth/me").status_code == 401
 
 
-def test_it_refuses_an_expired_token_it_has_seen_before(buyer, settings):
+def test_it_refuses_an_expired_token_it_has_seen_before(buyer, settings, monkeypatch):
     settings.AICP_RECENT_ROWS_S = 60
     token = AccessToken.for_user(buyer)
     token.set_exp(lifetime=timedelta(seconds=1))
     client = _client(token)
     assert client.get("/auth/me").status_code == 200
-    time.sleep(1.1)
+    # A second and a bit later, by the clocks that judge the reused token and, once it is dropped, the
+    # decoding of it again.
+    later = aware_utcnow() + timedelta(seconds=1.1)
+    monkeypatch.setattr("users.authentication.aware_utcnow", lambda: later)
+    monkeypatch.setattr("rest_framework_simplejwt.tokens.aware_utcnow", lambda: later)
     response = client.get("/auth/me")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "token_not_valid"

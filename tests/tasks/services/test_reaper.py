@@ -30,7 +30,7 @@ from tasks.services.lifecycle import task_claim, task_requeue_expired
 from tests.factories import submit
 from tests.faults.harness import database_env
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 LABELS = ["alpha", "beta"]
 
 
