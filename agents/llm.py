@@ -1,15 +1,15 @@
-"""The one place that talks to an LLM: prompts, structured labels, error taxonomy, timeouts and retries.
+"""The one place that talks to an LLM: requests, error taxonomy, timeouts and retries.
 
 It takes plain inputs (text, labels, an endpoint) and returns a ``Completion`` or raises an ``LLMError``
 whose ``retryable`` flag tells the caller whether trying again later can help. Retries within one call
-are owned here (the openai client is built with ``max_retries=0``), so the request count is ours.
+are owned here (the openai client is built with ``max_retries=0``), so the request count is ours; the
+retry policy is agents.retry, the prompts and answer parsing agents.prompts, the errors agents.llm_errors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import logging
 import math
 import threading
@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from agents.llm_errors import LLMError, PermanentLLMError, RetryableLLMError
+from agents.prompts import build_request, check_labels, parse_answer
+from agents.prompts import estimate_label_tokens as estimate_label_tokens  # re-exported: callers' API
+from agents.prompts import request_messages as request_messages  # re-exported: callers' API
 from agents.retry import RetryPolicy, next_attempt_in
 
 if TYPE_CHECKING:
@@ -47,19 +51,8 @@ def _openai() -> ModuleType:
 
 logger = logging.getLogger(__name__)
 
-_ANSWER_PREVIEW_CHARS = 200
 # openai refuses to build a client without a key; OpenAI-compatible local servers often don't need one.
 _NO_KEY_PLACEHOLDER = "no-key"
-
-_FREE_FORM_INSTRUCTIONS = (
-    "You are a careful assistant completing a task for a customer. "
-    "The user message is the task. Answer it directly, completely and concisely."
-)
-_LABELING_INSTRUCTIONS = (
-    "You are a precise labeling assistant. The user message is a text to classify. "
-    "Choose exactly one label from this JSON list of allowed labels: {labels}. "
-    'Reply only with a JSON object of the form {{"label": "<one of the allowed labels>"}}.'
-)
 
 
 @dataclass(frozen=True)
@@ -77,69 +70,6 @@ class Completion:
     completion_tokens: int
     latency_ms: int  # wall time of the whole call, retries and backoff included
     attempts: int  # requests sent
-
-
-class LLMError(Exception):
-    """A failed LLM call. ``code`` is a short slug; ``retryable`` says whether a later retry may help."""
-
-    retryable: bool = False
-
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        attempts: int = 0,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-    ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-        self.attempts = attempts
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = completion_tokens
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keyword-only arguments defeat Exception's default pickling; job queues pickle failures.
-        state = (
-            self.code,
-            self.message,
-            self.retry_after,
-            self.attempts,
-            self.prompt_tokens,
-            self.completion_tokens,
-        )
-        return (_rebuild_error, (type(self), *state))
-
-
-class RetryableLLMError(LLMError):
-    retryable = True
-
-
-class PermanentLLMError(LLMError):
-    retryable = False
-
-
-def _rebuild_error(
-    cls: type[LLMError],
-    code: str,
-    message: str,
-    retry_after: float | None,
-    attempts: int,
-    prompt_tokens: int,
-    completion_tokens: int,
-) -> LLMError:
-    return cls(
-        code,
-        message,
-        retry_after=retry_after,
-        attempts=attempts,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-    )
 
 
 # -- public API -----------------------------------------------------------------------------------------
@@ -228,25 +158,6 @@ def endpoint_from_settings(model: str, base_url: str | None = None) -> LLMEndpoi
     )
 
 
-def request_messages(*, text: str, labels: Sequence[str] | None = None) -> list[dict[str, str]]:
-    """The chat messages ``complete`` sends for this task (e.g. to export fine-tuning data that matches)."""
-    return _build_request("export", text, _check_labels(labels))["messages"]
-
-
-def estimate_label_tokens(*, text: str, labels: Sequence[str]) -> tuple[int, int]:
-    """Rough (prompt, completion) tokens of the labeling call ``complete`` would make, for cost estimates.
-
-    About 4 characters per token (the usual rule for English) plus the chat framing of each message;
-    the answer is the JSON object the schema allows, sized for the longest label.
-    """
-    checked = _check_labels(labels)
-    request = _build_request("estimate", text, checked)
-    prompt_chars = sum(len(message["content"]) for message in request["messages"])
-    prompt_tokens = math.ceil(prompt_chars / 4) + 4 * len(request["messages"]) + 3
-    answer = json.dumps({"label": max(checked, key=len)}, ensure_ascii=False)
-    return prompt_tokens, math.ceil(len(answer) / 4) + 1
-
-
 # -- one call: prompt, parsing, retry policy (shared by the sync and async loops) -----------------------
 
 
@@ -264,9 +175,9 @@ class _Call:
         if backoff_s < 0:
             raise ValueError("backoff_s must be >= 0")
         self.endpoint = endpoint
-        self.labels = _check_labels(labels)
+        self.labels = check_labels(labels)
         self.policy = RetryPolicy(max_attempts=max_attempts, backoff_s=backoff_s)
-        self.request = _build_request(endpoint.model, text, self.labels)
+        self.request = build_request(endpoint.model, text, self.labels)
         self.attempts = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -280,7 +191,7 @@ class _Call:
         usage = getattr(response, "usage", None)
         self.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
         self.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
-        text = _parse_answer(response, self.labels)
+        text = parse_answer(response, self.labels)
         return Completion(
             text=text,
             prompt_tokens=self.prompt_tokens,
@@ -326,78 +237,6 @@ class _Call:
 
     def _elapsed_ms(self) -> int:
         return round((time.monotonic() - self.started) * 1000)
-
-
-def _check_labels(labels: Sequence[str] | None) -> tuple[str, ...] | None:
-    if labels is None:
-        return None
-    if isinstance(labels, str):
-        raise ValueError("labels must be a sequence of strings, not a string")
-    result = tuple(labels)
-    if not result or not all(isinstance(label, str) and label for label in result):
-        raise ValueError("labels must be non-empty strings, at least one")
-    if len(set(result)) != len(result):
-        raise ValueError("labels must be distinct")
-    return result
-
-
-def _build_request(model: str, text: str, labels: tuple[str, ...] | None) -> dict[str, Any]:
-    if labels is None:
-        system = _FREE_FORM_INSTRUCTIONS
-        extra: dict[str, Any] = {}
-    else:
-        system = _LABELING_INSTRUCTIONS.format(labels=json.dumps(list(labels), ensure_ascii=False))
-        extra = {
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": "label",
-                    "strict": True,
-                    "schema": {
-                        "type": "object",
-                        "properties": {"label": {"type": "string", "enum": list(labels)}},
-                        "required": ["label"],
-                        "additionalProperties": False,
-                    },
-                },
-            }
-        }
-    # The user message is exactly the task text: the simulator (and any audit) matches on it.
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": text}]
-    return {"model": model, "messages": messages, **extra}
-
-
-def _parse_answer(response: Any, labels: tuple[str, ...] | None) -> str:
-    choices = getattr(response, "choices", None) or []
-    if not choices:
-        raise _invalid_answer("the response has no choices")
-    message = choices[0].message
-    content = message.content
-    if content is None or not content.strip():
-        refusal = getattr(message, "refusal", None)
-        reason = f"the model refused: {_preview(refusal)}" if refusal else "the answer is empty"
-        raise _invalid_answer(f"{reason} (finish_reason={choices[0].finish_reason})")
-    if labels is None:
-        return content.strip()
-    try:
-        data = json.loads(content)
-    except json.JSONDecodeError:
-        raise _invalid_answer(f"the answer is not JSON: {_preview(content)}") from None
-    label = data.get("label") if isinstance(data, dict) else None
-    if not isinstance(label, str) or label not in labels:
-        raise _invalid_answer(f"the answer is not one of the {len(labels)} labels: {_preview(content)}")
-    return label
-
-
-def _invalid_answer(message: str) -> RetryableLLMError:
-    # Retryable while attempts remain; _Call.failed turns the last one into a PermanentLLMError.
-    return RetryableLLMError("invalid_answer", f"Invalid answer: {message}")
-
-
-def _preview(value: object) -> str:
-    # repr() keeps quotes and escapes newlines, so the answer reads unambiguously inside one log line.
-    text = repr(value)
-    return text if len(text) <= _ANSWER_PREVIEW_CHARS else text[:_ANSWER_PREVIEW_CHARS] + "…"
 
 
 # -- error taxonomy -------------------------------------------------------------------------------------
