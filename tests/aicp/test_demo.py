@@ -123,18 +123,29 @@ def test_it_says_when_no_server_answers(dataset):
 
 def test_it_waits_for_the_training_its_last_samples_started_before_summarising(system, dataset):
     training = ModelVersion.objects.create(number=7, status=ModelVersion.Status.TRAINING, epochs=10)
+    waiting = threading.Event()
     finished_at: list[float] = []
 
-    def finish_later() -> None:
-        time.sleep(3.0)
-        ModelVersion.objects.filter(pk=training.pk).update(status=ModelVersion.Status.CANDIDATE)
-        finished_at.append(time.monotonic())
+    class Output(StringIO):
+        def write(self, text: str) -> int:
+            if "Waiting for Duke v7 to finish training" in text:
+                waiting.set()
+            return super().write(text)
+
+    def finish_once_the_demo_waits() -> None:
+        # The training ends only after the demo has said it waits for it: the summary must come after.
+        if waiting.wait(timeout=120):
+            ModelVersion.objects.filter(pk=training.pk).update(status=ModelVersion.Status.CANDIDATE)
+            finished_at.append(time.monotonic())
         connection.close()
 
-    threading.Thread(target=finish_later, daemon=True).start()
-    output = run_demo(system.url, dataset, "--tasks", "3")
+    threading.Thread(target=finish_once_the_demo_waits, daemon=True).start()
+    out = Output()
+    call_command(
+        "demo", "--dataset", str(dataset), "--base-url", system.url, "--rate", "0", "--tasks", "3", stdout=out
+    )
     returned_at = time.monotonic()
 
-    assert "Waiting for Duke v7 to finish training" in output
+    assert "Waiting for Duke v7 to finish training" in out.getvalue()
     assert finished_at and returned_at >= finished_at[0]
-    assert "v7 is training" not in output
+    assert "v7 is training" not in out.getvalue()
