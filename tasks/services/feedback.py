@@ -69,7 +69,7 @@ def task_feedback(*, user: User, task_id: uuid.UUID | str, accepted: bool, corre
         duke_audit.served_verdict(task_id=task.id, accepted=accepted)
     if correction:
         # Duke's own answers are never samples (unless an audit made one), so the correction is the label.
-        task_record_sample(task, output=correction if by_duke else task.result)
+        task_record_sample(task=task, output=correction if by_duke else task.result)
         sample_correct(task_id=task.id, correct_label=correction)
     verdict = "accepted" if accepted else f"corrected to {correction!r}" if correction else "rejected"
     logger.info("Task %s FEEDBACK %s (executed by %s)", task.short_id, verdict, executor)

@@ -35,7 +35,7 @@ from tasks.selectors import (
 logger = logging.getLogger("tasks")
 
 
-def task_record_sample(task: Task, *, output: str) -> None:
+def task_record_sample(*, task: Task, output: str) -> None:
     """The task as one of Duke's training samples (plain values: duke never imports tasks)."""
     sample_record(
         task_id=task.id,
@@ -240,7 +240,7 @@ def _complete(*, completions: Sequence[Completion]) -> list[bool]:
         executor = executors[completion.executed_by_id]
         if executor.backend != Agent.Backend.DUKE:
             # Duke's own answers never become its training labels: it would learn its own mistakes.
-            task_record_sample(task, output=completion.outcome.result)
+            task_record_sample(task=task, output=completion.outcome.result)
         logger.info(
             "Task %s COMPLETED by %s in %s ms", task.short_id, executor.name, completion.outcome.latency_ms
         )
