@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from duke.models import ModelVersion
-from duke.router import routing_status
+from duke.selectors import routing_status
 from duke.selectors import model_status, model_version_list
 from duke.services import model_promote, model_request_training
 

@@ -16,7 +16,7 @@ from agents.models import Agent
 from agents.pricing import token_cost
 from agents.selectors import agent_default_llm
 from aicp.exceptions import NotFound
-from duke import audit as duke_audit
+from duke.services import audit as duke_audit
 from tasks.models import Task
 from tasks.services import Outcome
 

@@ -9,7 +9,7 @@ from agents.pricing import reputation_multiplier
 from agents.selectors import agent_list
 from aicp.views import check_database, check_queue, llm_backend_status
 from duke.models import ModelVersion
-from duke.router import labeling_tasks_by_type, routing_status
+from duke.selectors import labeling_tasks_by_type, routing_status
 from duke.selectors import (
     model_version_list,
     model_version_production,

@@ -6,10 +6,11 @@ from decimal import Decimal
 import pytest
 
 from agents.simulator import Fault
-from duke.audit import live_agreement, routing_evaluate, wilson_upper_bound
 from duke.calibration import wilson_lower_bound
 from duke.models import RoutingState, ServedTask, TrainingData
-from duke.router import route, routing_status, seed_audit_sampling
+from duke.router import route, seed_audit_sampling
+from duke.selectors import live_agreement, routing_status, wilson_upper_bound
+from duke.services.audit import routing_evaluate
 from tasks.models import Account, LedgerEntry, Task
 from tests.duke.routing_helpers import LABELS, TASK_TYPE, install_production
 

@@ -50,7 +50,7 @@ def test_it_learns_from_250_simulated_tasks_and_puts_a_version_in_production(
 ):
     settings.DUKE_TRAIN_EVERY = 100
     settings.DUKE_MIN_VALIDATION = 15
-    use_fast_training(settings, monkeypatch)
+    use_fast_training(settings)
     monkeypatch.setattr("duke.services.samples.encoder_available", lambda: False)
     rows = teacher(250)
 
@@ -85,7 +85,7 @@ def test_it_learns_with_real_sentence_embeddings_end_to_end(
 ):
     settings.DUKE_ENCODE_ON_RECORD = True
     settings.DUKE_TRAIN_EVERY = 60
-    use_fast_training(settings, monkeypatch)
+    use_fast_training(settings)
     rows = teacher(60)
     encode_texts(["warm up"])  # loading the encoder is a one-off per process, not part of what is measured
 
