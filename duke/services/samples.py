@@ -21,7 +21,7 @@ from duke.models import SampleCounter, TrainingData, TrainingTrigger
 logger = logging.getLogger("duke")
 
 _ENCODE_BATCH = 256
-# Recorded samples are embedded by a queued job every this many samples (training embeds the rest).
+# Recorded samples are embedded by a queued job every this many samples; a training never waits for it.
 ENCODE_EVERY = 32
 # One background encoder at a time, through the shared cache (a file cache on one machine, Redis across
 # nodes). The lease is renewed after every batch; a killed encoder's lease simply runs out.

@@ -9,7 +9,11 @@ Held-out data (K-fold cross-fitting below `cv_below` samples, one stratified sli
 L2 strength, the number of n-gram epochs, the weight of each view and the temperatures. The
 embedding view is then refitted on every sample given; the n-gram view too below `refit_below`
 samples (above, it keeps its best held-out epoch: retraining would double the time for ~0.1 point).
-The caller's own validation split never reaches this module.
+The out-of-fold predictions of the mixed model (`TrainedModel.out_of_fold`, never stored in an
+artifact) give every held-out sample a prediction from a model that never saw it: below `cv_below` every
+sample, and they calibrate the routing thresholds (duke.certification). Since the epochs, mix and
+temperatures are chosen on those same predictions, they are slightly optimistic; the final model, fitted
+on all samples, is usually a little better than the fold models, which works the other way.
 
 The views share nothing until they are mixed, so with two cores the embedding view is fitted in a
 second thread while this one extracts the n-grams and trains their view; every op runs on one
