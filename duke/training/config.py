@@ -24,7 +24,7 @@ class TrainConfig:
     folds: int = 5
     # From this many samples on, fewer folds: each fold's model already sees plenty, and training time
     # grows with folds x samples (a version must train well within a watermark's interval).
-    fewer_folds_from: int = 2000
+    fewer_folds_from: int = 1000
     fewer_folds: int = 3
     holdout_fraction: float = 0.1
     max_holdout: int = 1000

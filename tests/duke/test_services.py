@@ -515,3 +515,22 @@ def test_it_recalibrates_production_thresholds_when_a_candidate_is_not_promoted(
     assert first.thresholds[TASK_TYPE]["validation_samples"] == 130
     assert 0 < first.thresholds[TASK_TYPE]["threshold"] <= 1
     assert second.promotion["production_thresholds_recalibrated"] == [TASK_TYPE]
+
+
+def test_a_watermark_below_the_minimums_skips_with_a_log_line_and_trains_nothing(settings, caplog):
+    settings.DUKE_MIN_SAMPLES = 50
+    record_samples(30, split="train")
+    with caplog.at_level(logging.INFO, logger="duke"):
+        assert model_train(only_if_pending=False) is None
+    assert not ModelVersion.objects.exists()
+    assert any(
+        "Duke training skipped: Duke needs at least 50 labeling samples" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_it_leaves_out_a_label_with_a_single_sample_and_says_so():
+    record_samples(60, split="train")
+    record_samples(1, split="train", id_start=5_000, label_map=dict.fromkeys(LABELS, "cooking"))
+    version = model_train()
+    assert version.train_samples == 60 and version.promotion["left_out"] == {"cooking": 1}
