@@ -534,3 +534,21 @@ def test_it_leaves_out_a_label_with_a_single_sample_and_says_so():
     record_samples(1, split="train", id_start=5_000, label_map=dict.fromkeys(LABELS, "cooking"))
     version = model_train()
     assert version.train_samples == 60 and version.promotion["left_out"] == {"cooking": 1}
+
+
+def test_a_watermark_reached_during_a_failed_training_is_still_trained(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    record_samples(60, split="train")
+    enqueued: list = []
+    monkeypatch.setattr("duke.queue.enqueue_training", lambda *args: enqueued.append(args))
+
+    def boom_after_a_watermark(*args, **kwargs):
+        TrainingTrigger.objects.create(sample_ordinal=200, reason="samples")  # crossed meanwhile
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("duke.services.versions.train", boom_after_a_watermark)
+    with django_capture_on_commit_callbacks(execute=True):
+        version = model_train()
+    assert version.status == ModelVersion.Status.FAILED
+    assert enqueued == [()]  # the watermark is not lost with the failed training
