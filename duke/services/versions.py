@@ -285,7 +285,10 @@ def model_train(*, reason: str = "samples", only_if_pending: bool = False) -> Mo
         ModelVersion.objects.filter(pk=version.pk).update(train_samples=version.train_samples)
         embedded = sum(s.embedding is not None for s in samples)
         logger.info(
-            "Duke training with %d samples, %d embedded (v%d)", len(samples), embedded, version.number
+            "Duke training with %d samples (v%d), %d with embeddings",
+            len(samples),
+            version.number,
+            embedded,
         )
         progress = _Progress(version.pk)
         fit_started = time.perf_counter()

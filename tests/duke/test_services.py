@@ -106,7 +106,7 @@ def test_it_trains_a_first_version_and_promotes_it_over_the_majority_baseline(se
     artifact = settings.DUKE_MODEL_DIR / version.artifact_path
     assert artifact.name == f"v1-{version.artifact_sha256[:12]}.pt" and artifact.exists()
     messages = [record.getMessage() for record in caplog.records]
-    assert "Duke training with 150 samples, 0 embedded (v1)" in messages
+    assert "Duke training with 150 samples (v1), 0 with embeddings" in messages
     assert any(m.startswith("Duke v1 promoted (accuracy ") and m.endswith("%)") for m in messages)
 
     monkeypatch.setattr("duke.services.versions.train", real_train)
