@@ -308,6 +308,10 @@ def routing_status() -> dict:
             "threshold": threshold,
             "expected_coverage": entry.get("coverage"),
             "validation_samples": entry.get("validation_samples"),
+            # How the threshold was earned: served/agreed, bound, delta, target, procedure; "live" when
+            # live traffic last re-certified it.
+            "certificate": entry.get("certificate"),
+            "threshold_source": entry.get("source", "out-of-fold") if threshold is not None else None,
             "routing": threshold is not None and not suspended,
             "suspended": suspended,
             "suspended_at": state.suspended_at.isoformat() if suspended and state.suspended_at else None,

@@ -288,6 +288,9 @@ def test_it_raises_the_threshold_at_once_when_live_audits_reject_it():
     assert 0.7 < entry["threshold"] <= 0.99 and entry["previous_threshold"] == 0.6
     assert entry["source"] == "live" and entry["certificate"]["procedure"] == LTT_PROCEDURE
     assert entry["certificate"]["served"] == 200 and entry["certificate"]["lower_bound"] >= 0.95
+    shown = routing_status()["task_types"][TASK_TYPE]
+    assert shown["threshold"] == entry["threshold"] and shown["threshold_source"] == "live"
+    assert shown["certificate"] == entry["certificate"]
     assert not RoutingState.objects.filter(suspended=True).exists()
     assert route(text=SPORTS[0], labels=LABELS, task_type=TASK_TYPE) is None or (
         route(text=SPORTS[0], labels=LABELS, task_type=TASK_TYPE).threshold == entry["threshold"]
