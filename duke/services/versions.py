@@ -231,7 +231,10 @@ def _version_finish(version: ModelVersion, verdict: Verdict) -> ModelVersion:
         )
         _train_again_if_owed()
     if not promote and current is not None and current_number == verdict.against and verdict.fresh:
-        _recertify_production(current_number, verdict)
+        try:
+            _recertify_production(current_number, verdict)
+        except Exception:  # noqa: BLE001 — the version is trained and saved; re-certification can wait
+            logger.exception("Duke v%d live re-certification failed", current_number)
     return version
 
 
