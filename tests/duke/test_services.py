@@ -552,3 +552,19 @@ def test_a_watermark_reached_during_a_failed_training_is_still_trained(
         version = model_train()
     assert version.status == ModelVersion.Status.FAILED
     assert enqueued == [()]  # the watermark is not lost with the failed training
+
+
+def test_a_training_hands_production_the_tasks_it_left_to_the_llm_for_live_re_certification(monkeypatch):
+    record_samples(90, split="train")
+    first = model_train()
+    assert first.status == ModelVersion.Status.PRODUCTION
+    calls: list[dict] = []
+    monkeypatch.setattr("duke.services.versions.routing_recertify", lambda **kwargs: calls.append(kwargs))
+    new = record_samples(120, split="train", seed=3, id_start=30_000)
+    second = model_train()
+    assert second.status == ModelVersion.Status.CANDIDATE
+    [call] = calls
+    assert call["model_version"] == first.number and call["task_type"] == TASK_TYPE
+    # Exactly the samples production never trained on, scored by production: (confidence, agreed, id, at).
+    assert sorted(task_id for _, _, task_id, _ in call["below"]) == sorted(s.task_id for s in new)
+    assert all(0 < conf <= 1 and agreed is True for conf, agreed, _, _ in call["below"])
