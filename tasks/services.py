@@ -36,8 +36,8 @@ from aicp.exceptions import (
     Unprocessable,
 )
 from aicp.group_commit import GroupCommit
-from duke.services import audit as duke_audit
 from duke.router import RouteDecision, route
+from duke.services import audit as duke_audit
 from duke.services import sample_correct, sample_record
 from tasks import ledger
 from tasks.models import ZERO, Account, DrainSlot, IdempotencyKey, Task
