@@ -5,6 +5,7 @@ Production mode (`DJANGO_DEBUG=0`) refuses to start with an insecure configurati
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
@@ -411,6 +412,14 @@ DUKE_VALIDATION_FRACTION = env_float("DUKE_VALIDATION_FRACTION", 0.2, minimum=0.
 DUKE_ENCODE_ON_RECORD = env_bool("DUKE_ENCODE_ON_RECORD", True)
 # Caps training epochs (0: the trainer's own budget and early stopping decide); tests use a few.
 DUKE_MAX_EPOCHS = env_int("DUKE_MAX_EPOCHS", 0, minimum=0)
+
+# Duke learning on real data (issue 18). A version needs DUKE_MIN_SAMPLES labeling samples and 2 of each
+# label it learns. Routing thresholds are certified (Learn-then-Test): served agreement >= the target with
+# probability >= 1 - DUKE_RISK_DELTA, per task type. DUKE_TRAIN_CONFIG: JSON overrides of
+# duke.training.TrainConfig (e.g. '{"folds": 3}'), for operators and tests.
+DUKE_MIN_SAMPLES = env_int("DUKE_MIN_SAMPLES", 50, minimum=2)
+DUKE_RISK_DELTA = env_float("DUKE_RISK_DELTA", 0.05, minimum=0.001, maximum=0.5)
+DUKE_TRAIN_CONFIG = json.loads(env_str("DUKE_TRAIN_CONFIG", "{}"))
 
 # --- logging --------------------------------------------------------------------------------------------
 

@@ -183,7 +183,8 @@ def run(
 
     from duke import registry
     from duke.models import ModelVersion, ServedTask
-    from duke.router import routing_status, seed_audit_sampling
+    from duke.router import seed_audit_sampling
+    from duke.selectors import routing_status
     from users.models import User
     from users.services import buyer_register
 

@@ -11,8 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from duke.models import ModelVersion
-from duke.router import routing_status
-from duke.selectors import model_status, model_version_list
+from duke.selectors import model_status, model_version_list, routing_status
 from duke.services import model_promote, model_request_training
 
 
@@ -77,7 +76,7 @@ class ModelStatusApi(APIView):
 
 
 class ModelTrainApi(APIView):
-    """Operators: train now. 202 when queued; 409 while a training runs (the job would only be skipped)."""
+    """Operators: train now. 202 when queued; 409 while a training runs or below the minimums."""
 
     permission_classes = [IsAdminUser]
 
@@ -94,8 +93,9 @@ class ModelTrainApi(APIView):
                 },
             ),
             409: OpenApiResponse(
-                description="`training_in_progress` (a version is training; retry when it has finished) "
-                "or `no_training_data` (no labeling sample collected yet)."
+                description="`training_in_progress` (a version is training; retry when it has finished), "
+                "`no_training_data` (no labeling sample collected yet) or `not_enough_samples` (below "
+                "DUKE_MIN_SAMPLES, or fewer than 2 labels with 2 samples each; the message says which)."
             ),
         },
     )

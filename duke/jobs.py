@@ -1,26 +1,14 @@
-"""django-q2 jobs for Duke: thin, they take plain values and call one service."""
+"""django-q2 jobs for Duke: thin, they take plain values and call one service (enqueued by duke.queue)."""
 
 from __future__ import annotations
 
-from django_q.tasks import async_task
-
-
-def enqueue_training(reason: str = "samples") -> None:
-    async_task("duke.jobs.train", reason, group="duke-training")
+from duke.services import model_train, samples_encode_backlog
 
 
 def train(reason: str = "samples") -> None:
-    from duke.services import model_train
-
     # A watermark's job trains only if its watermark is still owed a training; an operator's always does.
     model_train(reason=reason, only_if_pending=reason == "samples")
 
 
-def enqueue_encoding() -> None:
-    async_task("duke.jobs.encode_samples", group="duke-encoding")
-
-
 def encode_samples() -> None:
-    from duke.services import samples_encode_backlog
-
     samples_encode_backlog()

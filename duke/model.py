@@ -66,6 +66,20 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class OutOfFold:
+    """Cross-fitted predictions on the training samples: each made by a model that never saw its sample.
+
+    Rows are the samples at `index` (positions in the training list); `predicted` indexes the model's
+    labels. Kept in memory only (an artifact never stores them): they calibrate and gate the version.
+    """
+
+    index: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray
+    has_embedding: np.ndarray
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     n_buckets: int = DEFAULT_BUCKETS
     ngram_dim: int = 16
@@ -217,6 +231,8 @@ class TrainedModel:
         )
         # Plain JSON-able data only (tuples become lists), exactly as it comes back from an artifact.
         self.metadata: dict[str, Any] = json.loads(json.dumps(metadata or {}, default=str))
+        # Set by training; never stored in an artifact (a loaded model has none).
+        self.out_of_fold: OutOfFold | None = None
 
     @property
     def config(self) -> ModelConfig:

@@ -80,7 +80,9 @@ class ModelVersion(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.TRAINING, db_index=True)
     train_samples = models.PositiveIntegerField(default=0)
     validation_samples = models.PositiveIntegerField(default=0)
-    accuracy = models.FloatField(null=True, blank=True, help_text="On the validation split.")
+    accuracy = models.FloatField(
+        null=True, blank=True, help_text="Out-of-fold, on the samples it trained on."
+    )
     macro_f1 = models.FloatField(null=True, blank=True)
     per_task_type = models.JSONField(default=dict, blank=True)
     thresholds = models.JSONField(
@@ -90,6 +92,11 @@ class ModelVersion(models.Model):
     epoch = models.PositiveIntegerField(default=0)
     epochs = models.PositiveIntegerField(default=0)
     training_seconds = models.FloatField(null=True, blank=True)
+    trained_up_to = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="The newest sample (pk) it trained on: later samples are out-of-sample for it.",
+    )
     artifact_path = models.CharField(max_length=500, blank=True, default="")
     artifact_sha256 = models.CharField(max_length=64, blank=True, default="")
     error = models.TextField(blank=True, default="")

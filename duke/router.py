@@ -13,14 +13,12 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Sum
 
-from duke.models import ModelVersion, RoutingState, ServedTask, TrainingData
+from duke.models import ModelVersion, RoutingState
 
 if TYPE_CHECKING:
     # duke.model maps torch (~200 MB per process): it is imported when a model is first used, so web and
@@ -30,9 +28,6 @@ if TYPE_CHECKING:
     from duke.model import Prediction, TrainedModel
 
 logger = logging.getLogger("duke")
-
-MONEY_PLACES = Decimal("0.0001")
-COST_PLACES = Decimal("0.00000001")
 
 # Which Duke-served tasks are also audited; seedable so tests and benchmarks are reproducible.
 _audit_rng = random.Random()
@@ -158,161 +153,3 @@ def _route(*, text: str, labels: Sequence[str], task_type: str) -> RouteDecision
         encode_ms=(encoded - started) * 1000,
         decide_ms=(decided - encoded) * 1000,
     )
-
-
-# --- the routing picture ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Savings:
-    served: int
-    paid_to_duke: Decimal  # what buyers paid for Duke's answers
-    llm_quotes: Decimal  # what the same tasks would have cost them on the LLM
-    llm_cost_avoided: Decimal  # estimated provider token cost of the LLM calls not made
-    audit_cost: Decimal  # provider cost of the audit calls (ours, never billed)
-
-    @property
-    def money_saved(self) -> Decimal:
-        """Saved by buyers: the LLM's quotes minus what Duke charged."""
-        return self.llm_quotes - self.paid_to_duke
-
-
-def savings_by_type() -> dict[str, Savings]:
-    """Per task type, over every Duke-served task to date (all versions)."""
-    zero = Decimal("0")
-    rows = (
-        ServedTask.objects.values("task_type")
-        .annotate(
-            served=Count("pk"),
-            paid_to_duke=Sum("price"),
-            llm_quotes=Sum("llm_price"),
-            llm_cost_avoided=Sum("llm_cost_estimate"),
-            audit_cost=Sum("audit_cost"),
-        )
-        .order_by("task_type")
-    )
-    return {
-        row["task_type"]: Savings(
-            served=row["served"],
-            paid_to_duke=row["paid_to_duke"] or zero,
-            llm_quotes=row["llm_quotes"] or zero,
-            llm_cost_avoided=row["llm_cost_avoided"] or zero,
-            audit_cost=row["audit_cost"] or zero,
-        )
-        for row in rows
-    }
-
-
-def labeling_tasks_by_type() -> dict[str, int]:
-    """Completed labeling tasks per type: the LLM's (one sample each) plus Duke's (one served row each)."""
-    llm_done = (
-        TrainingData.objects.filter(labels__isnull=False)
-        .exclude(task_id__in=ServedTask.objects.values("task_id"))
-        .values("task_type")
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
-    totals = {row["task_type"]: row["n"] for row in llm_done}
-    for row in ServedTask.objects.values("task_type").annotate(n=Count("pk")).order_by():
-        totals[row["task_type"]] = totals.get(row["task_type"], 0) + row["n"]
-    return totals
-
-
-def _money(value: Decimal, places: Decimal = MONEY_PLACES) -> str:
-    return str(value.quantize(places))
-
-
-def _share(part: int, whole: int) -> float | None:
-    return round(part / whole, 4) if whole else None
-
-
-def _live_json(live: Any) -> dict[str, Any]:
-    return {
-        "observations": live.observations,
-        "agreed": live.agreed,
-        "agreement": round(live.agreement, 4) if live.agreement is not None else None,
-        "lower_bound": round(live.lower_bound, 4),
-        "upper_bound": round(live.upper_bound, 4),
-        "audits": live.audits,
-        "audits_agreed": live.audits_agreed,
-        "audits_pending": live.audits_pending,
-        "audits_failed": live.audits_failed,
-        "buyer_verdicts": live.buyer_verdicts,
-        "buyer_rejected": live.buyer_rejected,
-    }
-
-
-def _savings_json(savings: Savings) -> dict[str, str]:
-    return {
-        "money_saved": _money(savings.money_saved),
-        "paid_to_duke": _money(savings.paid_to_duke),
-        "llm_quotes": _money(savings.llm_quotes),
-        "llm_cost_avoided": _money(savings.llm_cost_avoided, COST_PLACES),
-        "audit_cost": _money(savings.audit_cost, COST_PLACES),
-    }
-
-
-def routing_status() -> dict:
-    """Per task type: threshold, expected coverage, live agreement, suspended or not, savings.
-
-    JSON-ready: money is a string (Decimal), shares and agreements are floats.
-    """
-    from duke.audit import LiveAgreement, live_agreement_by_type, min_live_observations
-
-    production = ModelVersion.objects.filter(status=ModelVersion.Status.PRODUCTION).first()
-    thresholds = (production.thresholds or {}) if production else {}
-    live = live_agreement_by_type(model_version=production.number) if production else {}
-    states = (
-        {s.task_type: s for s in RoutingState.objects.filter(model_version=production.number)}
-        if production
-        else {}
-    )
-    savings = savings_by_type()
-    labeling = labeling_tasks_by_type()
-    empty_live = LiveAgreement(0, 0, 0, 0, 0, 0, 0, 0)
-    zero = Decimal("0")
-    empty_savings = Savings(0, zero, zero, zero, zero)
-
-    types: dict[str, dict[str, Any]] = {}
-    for task_type in sorted(set(thresholds) | set(savings)):
-        entry = thresholds.get(task_type) if isinstance(thresholds.get(task_type), dict) else {}
-        threshold = threshold_for(production, task_type) if production else None
-        state = states.get(task_type)
-        suspended = bool(state and state.suspended)
-        type_savings = savings.get(task_type, empty_savings)
-        total = labeling.get(task_type, 0)
-        types[task_type] = {
-            "threshold": threshold,
-            "expected_coverage": entry.get("coverage"),
-            "validation_samples": entry.get("validation_samples"),
-            "routing": threshold is not None and not suspended,
-            "suspended": suspended,
-            "suspended_at": state.suspended_at.isoformat() if suspended and state.suspended_at else None,
-            "suspended_reason": state.reason if suspended else "",
-            "live": _live_json(live.get(task_type, empty_live)),
-            "served_by_duke": type_savings.served,
-            "labeling_tasks": total,
-            "share": _share(type_savings.served, total),
-            **_savings_json(type_savings),
-        }
-    all_savings = Savings(
-        served=sum(s.served for s in savings.values()),
-        paid_to_duke=sum((s.paid_to_duke for s in savings.values()), zero),
-        llm_quotes=sum((s.llm_quotes for s in savings.values()), zero),
-        llm_cost_avoided=sum((s.llm_cost_avoided for s in savings.values()), zero),
-        audit_cost=sum((s.audit_cost for s in savings.values()), zero),
-    )
-    all_labeling = sum(labeling.values())
-    return {
-        "production_version": production.number if production else None,
-        "target_agreement": settings.DUKE_TARGET_AGREEMENT,
-        "audit_rate": settings.DUKE_AUDIT_RATE,
-        "min_live_observations": min_live_observations(),
-        "task_types": types,
-        "totals": {
-            "served_by_duke": all_savings.served,
-            "labeling_tasks": all_labeling,
-            "share": _share(all_savings.served, all_labeling),
-            **_savings_json(all_savings),
-        },
-    }

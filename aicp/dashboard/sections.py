@@ -9,11 +9,12 @@ from agents.pricing import reputation_multiplier
 from agents.selectors import agent_list
 from aicp.views import check_database, check_queue, llm_backend_status
 from duke.models import ModelVersion
-from duke.router import labeling_tasks_by_type, routing_status
 from duke.selectors import (
+    labeling_tasks_by_type,
     model_version_list,
     model_version_production,
     model_version_training,
+    routing_status,
     sample_progress,
 )
 from tasks.selectors import task_list_recent, task_stats

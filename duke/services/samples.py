@@ -14,14 +14,14 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from duke import selectors
+from duke import queue, selectors
 from duke.encoder import EncoderUnavailable, embedding_to_bytes, encode_texts, encoder_available
 from duke.models import SampleCounter, TrainingData, TrainingTrigger
 
 logger = logging.getLogger("duke")
 
 _ENCODE_BATCH = 256
-# Recorded samples are embedded by a queued job every this many samples (training embeds the rest).
+# Recorded samples are embedded by a queued job every this many samples; a training never waits for it.
 ENCODE_EVERY = 32
 # One background encoder at a time, through the shared cache (a file cache on one machine, Redis across
 # nodes). The lease is renewed after every batch; a killed encoder's lease simply runs out.
@@ -68,13 +68,11 @@ def sample_record(
     )
     if not created or not labels:
         return sample if created else None
-    from duke import jobs
-
     ordinal = _next_sample_ordinal()
     if settings.DUKE_ENCODE_ON_RECORD and ordinal % ENCODE_EVERY == 0:
         # Through the queue after commit, so a completing task never waits for the encoder, and in
         # batches: one forward pass for many texts costs far less than one each, and so does one job.
-        transaction.on_commit(jobs.enqueue_encoding)
+        transaction.on_commit(queue.enqueue_encoding)
     if ordinal % settings.DUKE_TRAIN_EVERY == 0:
         training_trigger(sample_ordinal=ordinal, reason="samples")
         logger.info("Collected %d training samples for Duke", ordinal)
@@ -88,9 +86,7 @@ def training_trigger(*, sample_ordinal: int, reason: str) -> bool:
             TrainingTrigger.objects.create(sample_ordinal=sample_ordinal, reason=reason)
     except IntegrityError:
         return False
-    from duke import jobs
-
-    transaction.on_commit(jobs.enqueue_training)
+    transaction.on_commit(queue.enqueue_training)
     return True
 
 

@@ -1,11 +1,16 @@
-"""Versions: training a new one, evaluating it, the promotion gate, operators' promote/rollback."""
+"""Versions: training a new one, judging it, the promotion gate, operators' promote/rollback.
+
+A training never waits for the encoder: it takes every labeling sample up to a snapshot, with the
+embeddings already stored (the n-gram view learns from all, the embedding view from those), and the
+queued encoder catches up beside it. At most one trains at a time; a watermark reached meanwhile is
+trained right after (see `_version_finish`).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections import Counter
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -14,169 +19,87 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from core.exceptions import Conflict, NotFound
-from duke import registry, selectors
-from duke.calibration import (
-    PairedResult,
-    accuracy,
-    agreement_threshold,
-    beats_majority_baseline,
-    macro_f1,
-    paired_comparison,
-    per_group_metrics,
-)
+from duke import queue, registry, selectors
 from duke.encoder import embedding_from_bytes
-from duke.models import ModelVersion, TrainingData, TrainingTrigger
-from duke.services.samples import samples_encode_missing
+from duke.models import ModelVersion, TrainingTrigger
+from duke.services.audit import routing_recertify
+from duke.services.evaluation import SampleRow, Verdict, evaluate, promotion_gate
 
 if TYPE_CHECKING:
     # Importing duke.model or duke.training maps torch (~200 MB per process). Every web and queue process
     # imports this module (admin, task completion), and most of them never train: they import torch when
     # they first train or evaluate.
     from duke.model import Sample, TrainedModel
-    from duke.training import TrainConfig
 
 logger = logging.getLogger("duke")
 
 # How often a running training writes its epoch to the database (the status page polls every few s).
 _PROGRESS_EVERY_S = 0.5
-# None: the trainer's own defaults. Tests swap in a cheaper configuration (fewer folds, fewer buckets).
-TRAIN_CONFIG: TrainConfig | None = None
 
 
 def train(*args: Any, **kwargs: Any) -> TrainedModel:
-    """duke.training.train, imported on first use (see the imports above)."""
+    """duke.training.train with DUKE_TRAIN_CONFIG's overrides, imported on first use (see above)."""
+    from duke.training import TrainConfig
     from duke.training import train as train_model
 
-    return train_model(*args, **kwargs)
+    return train_model(*args, config=TrainConfig(**settings.DUKE_TRAIN_CONFIG), **kwargs)
 
 
-def _to_samples(split: str, *, up_to_pk: int) -> list[Sample]:
+def _usable(samples: list[Sample], rows: list[SampleRow]) -> tuple[list[Sample], list[SampleRow], dict]:
+    """The samples a version learns from: those whose label has at least 2 samples (one can be neither
+    learnt from nor checked out-of-fold); returns them and {label: count} of the ones left out."""
+    counts = Counter(s.label for s in samples)
+    left_out = {label: n for label, n in sorted(counts.items()) if n < 2}
+    keep = [i for i, s in enumerate(samples) if counts[s.label] >= 2]
+    return [samples[i] for i in keep], [rows[i] for i in keep], left_out
+
+
+def training_shortfall(counts: Counter) -> str | None:
+    """Why samples with these label counts cannot make a version (None when they can)."""
+    minimum = settings.DUKE_MIN_SAMPLES
+    usable = {label: n for label, n in counts.items() if n >= 2}
+    if sum(usable.values()) < minimum:
+        return (
+            f"Duke needs at least {minimum} labeling samples whose label has 2 or more samples "
+            f"(DUKE_MIN_SAMPLES); it has {sum(usable.values())} of {sum(counts.values())}."
+        )
+    if len(usable) < 2:
+        shown = ", ".join(f"{label!r}: {n}" for label, n in sorted(counts.items())) or "none"
+        return f"Duke needs at least 2 labels with 2 samples each; it has {shown}."
+    return None
+
+
+def _to_samples(*, up_to_pk: int) -> tuple[list[Sample], list[SampleRow]]:
     from duke.model import Sample
 
     rows = (
-        selectors.labeling_samples(split=split)
+        selectors.labeling_samples()
         .filter(pk__lte=up_to_pk)
-        .values_list("input_text", "output", "correct_label", "labels", "task_type", "embedding")
+        .values_list(
+            "pk",
+            "task_id",
+            "split",
+            "created_at",
+            "input_text",
+            "output",
+            "correct_label",
+            "labels",
+            "task_type",
+            "embedding",
+        )
     )
-    samples = []
-    for text, output, correct_label, labels, task_type, embedding in rows:
+    samples, meta = [], []
+    for pk, task_id, split, created_at, text, output, correct_label, labels, task_type, embedding in rows:
         try:
             vector = embedding_from_bytes(embedding)
         except ValueError:
             vector = None  # a malformed embedding only costs this sample its second view
         samples.append(Sample(text, correct_label or output, tuple(labels), task_type, vector))
-    return samples
+        meta.append(SampleRow(pk, task_id, split, created_at))
+    return samples, meta
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """A model's answers on the validation samples, and what they say about it."""
-
-    predicted: list[str | None]
-    correct: list[bool]
-    accuracy: float | None
-    macro_f1: float | None
-    per_task_type: dict
-    thresholds: dict
-
-
-def evaluate(model: TrainedModel, samples: Sequence[Sample]) -> Evaluation:
-    """Accuracy, macro-F1 and per-task-type metrics, and per type the routing threshold (if one is earned)."""
-    if not samples:
-        return Evaluation([], [], None, None, {}, {})
-    predictions = model.predict(samples)
-    truth = [s.label for s in samples]
-    predicted = [p.label for p in predictions]
-    correct = [p == t for p, t in zip(predicted, truth, strict=True)]
-    types = [s.task_type for s in samples]
-    thresholds = {}
-    for task_type in sorted(set(types)):
-        idx = [i for i, t in enumerate(types) if t == task_type]
-        found = agreement_threshold(
-            [predictions[i].confidence for i in idx],
-            [correct[i] for i in idx],
-            target=settings.DUKE_TARGET_AGREEMENT,
-        )
-        if found is not None:
-            threshold, coverage = found
-            thresholds[task_type] = {
-                "threshold": threshold,
-                "coverage": coverage,
-                "validation_samples": len(idx),
-            }
-    return Evaluation(
-        predicted=predicted,
-        correct=correct,
-        accuracy=accuracy(truth, predicted),
-        macro_f1=macro_f1(truth, predicted),
-        per_task_type=per_group_metrics(truth, predicted, types),
-        thresholds=thresholds,
-    )
-
-
-@dataclass(frozen=True)
-class Verdict:
-    against: int | None  # the production version compared with; None: the majority-class baseline
-    result: PairedResult
-    production: int | None  # production when the gate ran (it may differ from `against`: unloadable)
-    note: str = ""
-    # Production's routing thresholds recalibrated on today's (larger) validation split: a version that
-    # was promoted on little validation data earns its thresholds later, without a new promotion.
-    production_thresholds: dict | None = None
-
-    def as_json(self) -> dict:
-        r = self.result
-        return {
-            "against": f"v{self.against}" if self.against is not None else "majority baseline",
-            "against_version": self.against,
-            "better": r.better,
-            "p_value": r.p_value,
-            "n": r.n,
-            "min_validation": settings.DUKE_MIN_VALIDATION,
-            "candidate_accuracy": r.candidate_accuracy,
-            "against_accuracy": r.production_accuracy,
-            "candidate_wins": r.candidate_only,
-            "against_wins": r.production_only,
-            "reason": f"{r.reason}; {self.note}" if self.note else r.reason,
-        }
-
-
-def promotion_gate(
-    *, candidate: Evaluation, validation: Sequence[Sample], train_samples: Sequence[Sample]
-) -> Verdict:
-    """Candidate vs production on the same current validation samples, by an exact McNemar test.
-
-    With no production version (or one whose artifact cannot be loaded) the candidate must instead beat
-    answering each task type's majority training label, by the same test and the same minimum.
-    """
-    minimum = settings.DUKE_MIN_VALIDATION
-    production = selectors.model_version_production()
-    note = ""
-    if production is not None:
-        try:
-            production_model = registry.model_load(production)
-        except registry.ArtifactError as exc:
-            logger.error("Duke v%d (production) cannot be compared: %s", production.number, exc)
-            note = f"production v{production.number} unusable ({exc}); compared with the baseline"
-        else:
-            theirs = evaluate(production_model, validation)
-            result = paired_comparison(candidate.correct, theirs.correct, min_samples=minimum)
-            return Verdict(
-                production.number, result, production.number, production_thresholds=theirs.thresholds
-            )
-    result = beats_majority_baseline(
-        [s.label for s in validation],
-        candidate.predicted,
-        [s.label for s in train_samples],
-        groups=[s.task_type for s in validation],
-        train_groups=[s.task_type for s in train_samples],
-        min_samples=minimum,
-    )
-    return Verdict(None, result, production.number if production else None, note)
-
-
-def _abandon_stale_trainings() -> None:
+def abandon_stale_trainings() -> None:
     """A training whose worker died (killed, out of memory, Q timeout) would otherwise block all others."""
     limit_s = int(settings.Q_CLUSTER.get("timeout") or 600) + 60
     cutoff = timezone.now() - timedelta(seconds=limit_s)
@@ -246,12 +169,17 @@ def _version_fail(version: ModelVersion, error: BaseException, *, started: float
             artifact_path="",
             artifact_sha256="",
         )
+        _train_again_if_owed()
+
+
+def _train_again_if_owed() -> None:
+    """Watermarks crossed while a training ran found the slot taken: one more training covers them all."""
+    if TrainingTrigger.objects.filter(version__isnull=True).exists():
+        transaction.on_commit(queue.enqueue_training)
 
 
 def _version_finish(version: ModelVersion, verdict: Verdict) -> ModelVersion:
     """Candidate or production, atomically; the old production retires if the new one is promoted."""
-    from duke import jobs
-
     promotion = {**version.promotion, **verdict.as_json()}
     with transaction.atomic():
         current = (
@@ -267,18 +195,15 @@ def _version_finish(version: ModelVersion, verdict: Verdict) -> ModelVersion:
         now = timezone.now()
         if promote and current is not None:
             ModelVersion.objects.filter(pk=current.pk).update(status=ModelVersion.Status.RETIRED)
-        elif (
-            current is not None
-            and current_number == verdict.against
-            and verdict.production_thresholds is not None
-        ):
-            ModelVersion.objects.filter(pk=current.pk).update(thresholds=verdict.production_thresholds)
+        elif current is not None and current_number == verdict.against and verdict.production_thresholds:
+            # A version promoted on little data earns thresholds later, on samples it never saw.
+            current.thresholds = {**(current.thresholds or {}), **verdict.production_thresholds}
+            current.save(update_fields=["thresholds"])
             promotion["production_thresholds_recalibrated"] = sorted(verdict.production_thresholds)
             logger.info(
-                "Duke v%d routing thresholds recalibrated on %d validation samples: %s",
+                "Duke v%d earns routing thresholds on samples it never trained on: %s",
                 current_number,
-                version.validation_samples,
-                ", ".join(sorted(verdict.production_thresholds)) or "no task type earns routing",
+                ", ".join(sorted(verdict.production_thresholds)),
             )
         version.status = ModelVersion.Status.PRODUCTION if promote else ModelVersion.Status.CANDIDATE
         version.promoted_at = now if promote else None
@@ -292,6 +217,7 @@ def _version_finish(version: ModelVersion, verdict: Verdict) -> ModelVersion:
                 "finished_at",
                 "train_samples",
                 "validation_samples",
+                "trained_up_to",
                 "accuracy",
                 "macro_f1",
                 "per_task_type",
@@ -303,23 +229,46 @@ def _version_finish(version: ModelVersion, verdict: Verdict) -> ModelVersion:
                 "artifact_sha256",
             ]
         )
-        if TrainingTrigger.objects.filter(version__isnull=True).exists():
-            # Watermarks crossed while we trained found the slot taken; one more training covers them all.
-            transaction.on_commit(jobs.enqueue_training)
+        _train_again_if_owed()
+    if not promote and current is not None and current_number == verdict.against and verdict.fresh:
+        try:
+            _recertify_production(current_number, verdict)
+        except Exception:  # noqa: BLE001 — the version is trained and saved; re-certification can wait
+            logger.exception("Duke v%d live re-certification failed", current_number)
     return version
 
 
+def _recertify_production(number: int, verdict: Verdict) -> None:
+    """Production's live threshold re-checked with the tasks it left to the LLM since it last changed."""
+    fresh = verdict.fresh
+    assert fresh is not None
+    for task_type in sorted(set(fresh.task_types)):
+        below = [
+            (conf, agreed, row)
+            for conf, agreed, row, t in zip(
+                fresh.confidences, fresh.agreed, fresh.rows, fresh.task_types, strict=True
+            )
+            if t == task_type
+        ]
+        routing_recertify(
+            model_version=number,
+            task_type=task_type,
+            below=[(conf, agreed, row.task_id, row.created_at) for conf, agreed, row in below],
+        )
+
+
 def model_train(*, reason: str = "samples", only_if_pending: bool = False) -> ModelVersion | None:
-    """Trains a new version on the train split, evaluates it on the validation split, gates promotion.
+    """Trains a new version on every labeling sample, judges it out-of-fold, gates promotion.
 
     Returns the version (candidate, production or failed), or None when nothing was started: another
-    training is running, there is nothing to train on, or (`only_if_pending`, the watermark's jobs) no
-    watermark is left that an earlier training did not cover. Any error leaves the version `failed`
-    with its error and changes nothing else; production is untouched.
+    training is running, the samples are below the minimums (`training_shortfall`), or
+    (`only_if_pending`, the watermark's jobs) no watermark is left that an earlier training did not
+    cover. Any error leaves the version `failed` with its error and changes nothing else.
     """
-    _abandon_stale_trainings()
-    if not selectors.labeling_samples(split=TrainingData.Split.TRAIN).exists():
-        logger.info("Duke training skipped: no labeling samples in the train split yet")
+    abandon_stale_trainings()
+    shortfall = training_shortfall(selectors.label_counts())
+    if shortfall is not None:
+        logger.info("Duke training skipped: %s", shortfall)
         return None
     version = _version_start(only_if_pending=only_if_pending)
     if version is None:
@@ -327,39 +276,36 @@ def model_train(*, reason: str = "samples", only_if_pending: bool = False) -> Mo
     started = time.perf_counter()
     artifact = ""
     try:
-        # A snapshot: samples keep arriving while this runs, and an encoder slower than their arrival
-        # (MiniLM on a busy box) chasing every new one would never get to training.
+        # A snapshot: samples keep arriving while this runs. Never waits for the encoder: samples not
+        # embedded yet train the n-gram view only.
         snapshot_pk = selectors.labeling_samples_last_pk()
-        samples_encode_missing(up_to_pk=snapshot_pk)
-        train_samples = _to_samples(TrainingData.Split.TRAIN, up_to_pk=snapshot_pk)
-        validation = _to_samples(TrainingData.Split.VALIDATION, up_to_pk=snapshot_pk)
-        version.train_samples, version.validation_samples = len(train_samples), len(validation)
-        version.promotion = {"trigger": reason}
-        ModelVersion.objects.filter(pk=version.pk).update(
-            train_samples=version.train_samples, validation_samples=version.validation_samples
-        )
+        samples, rows, left_out = _usable(*_to_samples(up_to_pk=snapshot_pk))
+        version.train_samples = len(samples)
+        version.trained_up_to = snapshot_pk
+        version.promotion = {"trigger": reason, **({"left_out": left_out} if left_out else {})}
+        ModelVersion.objects.filter(pk=version.pk).update(train_samples=version.train_samples)
+        embedded = sum(s.embedding is not None for s in samples)
         logger.info(
-            "Duke training with %d samples (v%d)", len(train_samples) + len(validation), version.number
+            "Duke training with %d samples (v%d), %d with embeddings",
+            len(samples),
+            version.number,
+            embedded,
         )
         progress = _Progress(version.pk)
         fit_started = time.perf_counter()
-        model = train(
-            train_samples,
-            seed=0,
-            progress=progress,
-            max_epochs=settings.DUKE_MAX_EPOCHS or None,
-            config=TRAIN_CONFIG,
-        )
+        model = train(samples, seed=0, progress=progress, max_epochs=settings.DUKE_MAX_EPOCHS or None)
         version.training_seconds = round(time.perf_counter() - fit_started, 3)
         version.epoch, version.epochs = progress.epoch, progress.epochs
-        result = evaluate(model, validation)
+        result = evaluate(model, samples)
+        version.validation_samples = len(result.positions)
         version.accuracy, version.macro_f1 = result.accuracy, result.macro_f1
         version.per_task_type, version.thresholds = result.per_task_type, result.thresholds
+        version.promotion["calibration"] = result.certificates
         artifact, version.artifact_sha256 = registry.artifact_write(
             number=version.number, data=model.to_bytes()
         )
         version.artifact_path = artifact
-        verdict = promotion_gate(candidate=result, validation=validation, train_samples=train_samples)
+        verdict = promotion_gate(candidate=result, samples=samples, rows=rows)
         version = _version_finish(version, verdict)
     except Exception as exc:  # noqa: BLE001 — any failure must end as a `failed` version, never a stuck one
         logger.exception("Duke v%d training FAILED", version.number)
@@ -374,91 +320,3 @@ def model_train(*, reason: str = "samples", only_if_pending: bool = False) -> Mo
             "Duke v%d stays a candidate (accuracy %s): %s", version.number, shown, version.promotion["reason"]
         )
     return version
-
-
-# --- operators ------------------------------------------------------------------------------------------
-
-
-def model_promote(*, number: int, by: str = "") -> ModelVersion:
-    """Makes a trained version production (promotion or rollback). Loads its artifact; never retrains."""
-    version = selectors.model_version_get(number=number)
-    if version is None:
-        raise NotFound(f"There is no Duke version {number}.", code="version_not_found")
-    if version.status == ModelVersion.Status.PRODUCTION:
-        return version
-    if version.status in (ModelVersion.Status.TRAINING, ModelVersion.Status.FAILED):
-        raise Conflict(
-            f"Duke v{number} is {version.status}; only a trained version can be promoted.",
-            code="version_not_promotable",
-        )
-    try:
-        # Verified before the switch (and outside the transaction: reading and loading take a while).
-        registry.model_load(version)
-    except registry.ArtifactError as exc:
-        raise Conflict(f"{exc}. It cannot be promoted.", code="artifact_invalid") from exc
-    with transaction.atomic():
-        fresh = ModelVersion.objects.select_for_update().get(pk=version.pk)
-        if fresh.status == ModelVersion.Status.PRODUCTION:
-            return fresh
-        if fresh.status == ModelVersion.Status.FAILED or fresh.artifact_sha256 != version.artifact_sha256:
-            raise Conflict(f"Duke v{number} changed while being promoted; try again.", code="version_changed")
-        current = (
-            ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.PRODUCTION).first()
-        )
-        if current is not None:
-            ModelVersion.objects.filter(pk=current.pk).update(status=ModelVersion.Status.RETIRED)
-        now = timezone.now()
-        fresh.status = ModelVersion.Status.PRODUCTION
-        fresh.promoted_at = now
-        fresh.promotion = {
-            **fresh.promotion,
-            "manual": {"at": now.isoformat(), "by": by, "replaced": current.number if current else None},
-        }
-        fresh.save(update_fields=["status", "promoted_at", "promotion"])
-    if current is not None and current.number > number:
-        logger.info("Duke rolled back to v%d (from v%d) by %s", number, current.number, by or "an operator")
-    else:
-        logger.info(
-            "Duke v%d promoted by %s (accuracy %s)", number, by or "an operator", _percent(fresh.accuracy)
-        )
-    return fresh
-
-
-def _percent(value: float | None) -> str:
-    return f"{value:.1%}" if value is not None else "n/a"
-
-
-@dataclass(frozen=True)
-class TrainingRequest:
-    reason: str
-    train_samples: int
-    validation_samples: int
-
-    def as_json(self) -> dict:
-        return asdict(self)
-
-
-@transaction.atomic
-def model_request_training() -> TrainingRequest:
-    """An operator's "train now": one training job, enqueued when this transaction commits.
-
-    Refused (409) while a training runs, since the queued job would only be skipped, and when there
-    is nothing to train on.
-    """
-    from duke import jobs
-
-    _abandon_stale_trainings()
-    running = selectors.model_version_training()
-    if running is not None:
-        raise Conflict(
-            f"Duke v{running.number} is already training (epoch {running.epoch} of {running.epochs}); "
-            "request another training when it has finished.",
-            code="training_in_progress",
-        )
-    train_count = selectors.labeling_samples(split=TrainingData.Split.TRAIN).count()
-    if train_count == 0:
-        raise Conflict("Duke has no labeling samples to train on yet.", code="no_training_data")
-    validation_count = selectors.labeling_samples(split=TrainingData.Split.VALIDATION).count()
-    transaction.on_commit(lambda: jobs.enqueue_training("operator"))
-    logger.info("Duke training requested by an operator (%d samples)", train_count + validation_count)
-    return TrainingRequest("operator", train_count, validation_count)

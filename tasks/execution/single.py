@@ -16,7 +16,7 @@ from agents.models import Agent
 from agents.pricing import token_cost
 from agents.selectors import agent_default_llm
 from core.exceptions import NotFound
-from duke import audit as duke_audit
+from duke.services import audit as duke_audit
 from tasks.execution.drainer import Drainer
 from tasks.models import Task
 from tasks.services.lifecycle import Outcome

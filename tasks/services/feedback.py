@@ -16,7 +16,7 @@ from core.exceptions import (
     DomainError,
     NotFound,
 )
-from duke import audit as duke_audit
+from duke.services import audit as duke_audit
 from duke.services import sample_correct
 from tasks.models import Task
 from tasks.services.lifecycle import task_record_sample

@@ -26,7 +26,7 @@ from core.exceptions import (
 )
 from core.perf.db import PreparedRow, insert_rows, prepare_row, process_connection
 from core.perf.group_commit import GroupCommit
-from duke import audit as duke_audit
+from duke.services import audit as duke_audit
 from duke.router import RouteDecision, route
 from ledger import entries
 from ledger.models import ZERO

@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from duke import registry
 from duke.model import Sample
 from duke.models import ModelVersion, TrainingData
@@ -26,15 +24,16 @@ TOPICS = {
 LABELS = tuple(sorted(TOPICS))
 FILLER = "the a of and to in on with for today this that".split()
 TASK_TYPE = "topic"
-# Training in tests: a few epochs, one held-out slice instead of 5 folds, one L2 strength and 16k buckets
-# are plenty for these separable topics, and cost a fifth of the defaults (the artifact a sixteenth).
+# Training in tests: a few epochs, 3 folds instead of 5, one L2 strength and 16k buckets are plenty for
+# these separable topics, and cost a fraction of the defaults (the artifact a sixteenth).
 FAST_EPOCHS = 2
-FAST_CONFIG = TrainConfig(cv_below=0, c_grid=(1.0,), n_buckets=1 << 14)
+FAST_OVERRIDES = {"folds": 3, "c_grid": (1.0,), "n_buckets": 1 << 14}
+FAST_CONFIG = TrainConfig(**FAST_OVERRIDES)
 
 
-def use_fast_training(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def use_fast_training(settings: Any) -> None:
     settings.DUKE_MAX_EPOCHS = FAST_EPOCHS
-    monkeypatch.setattr("duke.services.versions.TRAIN_CONFIG", FAST_CONFIG)
+    settings.DUKE_TRAIN_CONFIG = FAST_OVERRIDES
 
 
 def topic_text(label: str, rng: random.Random, words: int = 9) -> str:

@@ -6,7 +6,7 @@ import pytest
 
 from duke import registry
 from duke.models import ModelVersion
-from tests.duke.learning_helpers import install_version, record_samples, use_fast_training
+from tests.duke.learning_helpers import LABELS, install_version, record_samples, use_fast_training
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +28,7 @@ VERSION_FIELDS = {
 
 @pytest.fixture(autouse=True)
 def _fast_training(settings, monkeypatch):
-    use_fast_training(settings, monkeypatch)
+    use_fast_training(settings)
     settings.DUKE_TRAIN_EVERY = 100
     monkeypatch.setattr("duke.services.samples.encoder_available", lambda: False)
     registry.clear_cache()
@@ -85,13 +85,13 @@ def test_it_shows_production_samples_progress_and_versions_to_any_user(buyer_cli
 def test_it_queues_a_training_for_an_operator_and_runs_it_through_the_queue(
     operator_client, django_capture_on_commit_callbacks
 ):
-    record_samples(30)
+    record_samples(60)
     with django_capture_on_commit_callbacks(execute=True):
         response = operator_client.post("/model/train/")
     assert response.status_code == 202
     body = response.json()
     assert body["status"] == "queued" and body["reason"] == "operator"
-    assert body["train_samples"] + body["validation_samples"] == 30
+    assert (body["train_samples"], body["validation_samples"]) == (60, 0)  # all train, all calibrate
     version = ModelVersion.objects.get()
     assert version.status in {ModelVersion.Status.PRODUCTION, ModelVersion.Status.CANDIDATE}
     assert version.promotion["trigger"] == "operator" and version.artifact_sha256
@@ -109,6 +109,27 @@ def test_it_refuses_a_training_request_without_samples_or_while_one_runs(operato
         error["code"] == "training_in_progress"
         and "v1 is already training (epoch 2 of 9)" in error["message"]
     )
+
+
+def test_it_refuses_to_train_below_the_minimums_and_says_what_is_missing(operator_client, settings):
+    settings.DUKE_MIN_SAMPLES = 50
+    record_samples(10)
+    response = operator_client.post("/model/train")
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "not_enough_samples"
+    assert "at least 50 labeling samples" in error["message"] and "it has 10 of 10" in error["message"]
+    assert not ModelVersion.objects.exists()
+
+
+def test_it_refuses_to_train_a_version_that_would_know_a_single_label(operator_client, settings):
+    settings.DUKE_MIN_SAMPLES = 50
+    record_samples(60, label_map=dict.fromkeys(LABELS, "sports"))  # the teacher says one label only
+    response = operator_client.post("/model/train")
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "not_enough_samples"
+    assert "at least 2 labels with 2 samples each" in error["message"] and "'sports': 60" in error["message"]
 
 
 def test_it_lists_every_version_in_full_for_operators(operator_client):
@@ -172,9 +193,9 @@ def test_it_queues_a_training_from_the_admin_button(
 ):
     from django.urls import reverse
 
-    record_samples(10)
+    record_samples(60)
     enqueued: list = []
-    monkeypatch.setattr("duke.jobs.enqueue_training", lambda *args: enqueued.append(args))
+    monkeypatch.setattr("duke.queue.enqueue_training", lambda *args: enqueued.append(args))
     changelist = reverse("admin:duke_modelversion_changelist")
     assert "Train a new version now" in admin_client.get(changelist).content.decode()
     train_url = reverse("admin:duke_modelversion_train")

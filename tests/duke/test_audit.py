@@ -1,15 +1,20 @@
 """Live audit: a sampled share of Duke's answers goes to the LLM, unbilled; disagreement suspends routing."""
 
 import logging
+import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from agents.simulator import Fault
-from duke.audit import live_agreement, routing_evaluate, wilson_upper_bound
 from duke.calibration import wilson_lower_bound
-from duke.models import RoutingState, ServedTask, TrainingData
-from duke.router import route, routing_status, seed_audit_sampling
+from duke.certification import LTT_PROCEDURE
+from duke.models import ModelVersion, RoutingState, ServedTask, TrainingData
+from duke.router import route, seed_audit_sampling
+from duke.selectors import live_agreement, routing_status, wilson_upper_bound
+from duke.services.audit import routing_evaluate, routing_recertify
 from ledger.models import Account, LedgerEntry
 from tasks.models import Task
 from tests.duke.routing_helpers import LABELS, TASK_TYPE, install_production
@@ -250,3 +255,71 @@ def test_it_runs_an_audit_once_even_if_the_job_repeats(
     run_duke_audit(Task.objects.get(pk=body["id"]).id)
     assert llm_settings.request_count == 1  # nothing pending: no second (paid) LLM call
     assert TrainingData.objects.filter(task_id=body["id"]).count() == 1
+
+
+# --- live re-certification of the threshold -------------------------------------------------------------
+
+
+def _audited(version_number, confidence, *, agreed, disagreed, start=0):
+    rows = [ServedTask.Audit.AGREED] * agreed + [ServedTask.Audit.DISAGREED] * disagreed
+    for i, audit in enumerate(rows, start=start):
+        ServedTask.objects.create(
+            task_id=uuid.UUID(int=version_number << 64 | i),
+            task_type=TASK_TYPE,
+            model_version=version_number,
+            label="sports",
+            confidence=confidence,
+            price=Decimal("0.0020"),
+            llm_agent="openai-gpt-4o-mini",
+            llm_price=Decimal("0.0200"),
+            llm_cost_estimate=Decimal("0.00001"),
+            audit=audit,
+        )
+
+
+def test_it_raises_the_threshold_at_once_when_live_audits_reject_it():
+    version = install_production(thresholds={TASK_TYPE: {"threshold": 0.6, "coverage": 0.9}})
+    # 278 of 300 (92.7%): the exact binomial test rejects ">= 95%" at 5%, while the Wilson rule on all
+    # observations (upper bound 0.951) would not suspend yet. The confident part alone holds.
+    _audited(version.number, 0.70, agreed=78, disagreed=22)
+    _audited(version.number, 0.99, agreed=200, disagreed=0, start=100)
+    assert routing_evaluate(task_type=TASK_TYPE, model_version=version.number) is False
+    version.refresh_from_db()
+    entry = version.thresholds[TASK_TYPE]
+    assert 0.7 < entry["threshold"] <= 0.99 and entry["previous_threshold"] == 0.6
+    assert entry["source"] == "live" and entry["certificate"]["procedure"] == LTT_PROCEDURE
+    assert entry["certificate"]["served"] == 200 and entry["certificate"]["lower_bound"] >= 0.95
+    shown = routing_status()["task_types"][TASK_TYPE]
+    assert shown["threshold"] == entry["threshold"] and shown["threshold_source"] == "live"
+    assert shown["certificate"] == entry["certificate"]
+    assert not RoutingState.objects.filter(suspended=True).exists()
+    assert route(text=SPORTS[0], labels=LABELS, task_type=TASK_TYPE) is None or (
+        route(text=SPORTS[0], labels=LABELS, task_type=TASK_TYPE).threshold == entry["threshold"]
+    )
+
+
+def test_it_suspends_when_live_audits_reject_the_threshold_and_certify_no_higher_one():
+    version = install_production(thresholds={TASK_TYPE: {"threshold": 0.6, "coverage": 0.9}})
+    _audited(version.number, 0.99, agreed=278, disagreed=22)
+    assert routing_evaluate(task_type=TASK_TYPE, model_version=version.number) is True
+    state = RoutingState.objects.get(model_version=version.number, task_type=TASK_TYPE)
+    assert state.suspended and "278/300" in state.reason
+
+
+def test_it_lowers_the_threshold_when_unserved_live_tasks_certify_a_lower_one():
+    version = install_production(thresholds={TASK_TYPE: {"threshold": 0.9, "coverage": 0.5}})
+    now = timezone.now()
+    ModelVersion.objects.filter(pk=version.pk).update(promoted_at=now - timedelta(hours=1))
+    _audited(version.number, 0.95, agreed=150, disagreed=0)
+    below = [(0.8, True, uuid.uuid4(), now) for _ in range(300)]
+    stale = [(0.8, False, uuid.uuid4(), now - timedelta(days=1)) for _ in range(300)]  # before promotion
+    decision = routing_recertify(model_version=version.number, task_type=TASK_TYPE, below=below + stale)
+    assert decision is not None and decision.action == "lower"
+    version.refresh_from_db()
+    entry = version.thresholds[TASK_TYPE]
+    assert entry["threshold"] <= 0.8 and entry["previous_threshold"] == 0.9 and entry["source"] == "live"
+    # The same evidence with the unserved tasks disagreeing keeps the threshold where it is.
+    other = install_production(thresholds={TASK_TYPE: {"threshold": 0.9, "coverage": 0.5}})
+    _audited(other.number, 0.95, agreed=150, disagreed=0)
+    wrong = [(0.8, False, uuid.uuid4(), timezone.now()) for _ in range(300)]
+    assert routing_recertify(model_version=other.number, task_type=TASK_TYPE, below=wrong).action == "keep"

@@ -11,7 +11,8 @@ import torch
 
 from duke.encoder import EMBEDDING_DIM
 from duke.model import Input, Prediction, Sample, TrainedModel
-from duke.training import TrainConfig, _SparseAdagrad, train
+from duke.training import TrainConfig, train
+from duke.training.ngram_view import SparseAdagrad
 
 LABEL_SETS = {"sentiment": ("neg", "pos"), "topic": ("politics", "sports", "tech")}
 CUES = {
@@ -208,7 +209,7 @@ def test_it_refuses_an_artifact_of_an_unknown_format_by_name(trained: TrainedMod
 
 
 def test_it_finds_a_batchs_unique_rows_like_torch_unique() -> None:
-    optimiser = _SparseAdagrad(torch.zeros((1 << 12, 4)), lr=0.1)
+    optimiser = SparseAdagrad(torch.zeros((1 << 12, 4)), lr=0.1)
     ids = torch.randint(0, 1 << 12, (5000,), generator=torch.Generator().manual_seed(3))
     expected_rows, expected_inverse = torch.unique(ids, return_inverse=True)
     rows, inverse = optimiser._unique_rows(ids)

@@ -9,8 +9,10 @@ import pytest
 from agents.models import Agent
 from duke.model import Input
 from duke.models import ModelVersion, RoutingState, ServedTask, TrainingData
-from duke.router import decide, route, routing_status, threshold_for
+from duke.router import decide, route, threshold_for
+from duke.selectors import routing_status
 from duke.services import evaluate
+from duke.training import TrainConfig, train
 from ledger.models import Account
 from tasks.models import Task
 from tasks.services.lifecycle import Outcome, task_claim, task_complete
@@ -152,20 +154,22 @@ def test_it_falls_back_to_the_llm_when_the_artifact_is_broken(buyer, settings):
 
 
 def test_it_routes_by_the_thresholds_calibration_computed():
-    """Thresholds from the validation split (the training path's `evaluate`) decide what Duke serves."""
-    model = trained_model()
-    # Enough for the 99% bound to support 95% (at least 126 confident samples, all right).
-    validation = synthetic_samples(per_label=60, seed=7)
-    thresholds = evaluate(model, validation).thresholds
+    """Thresholds certified on a version's out-of-fold answers (the training path's `evaluate`) decide
+    what Duke serves."""
+    samples = synthetic_samples(per_label=60, seed=7)
+    model = train(samples, seed=0, config=TrainConfig(n_buckets=1 << 14, max_epochs=20, min_steps=100))
+    thresholds = evaluate(model, samples).thresholds
     assert TASK_TYPE in thresholds
-    version = install_production(thresholds=thresholds)
+    assert thresholds[TASK_TYPE]["certificate"]["lower_bound"] >= 0.95
+    version = install_production(thresholds=thresholds, data=model.to_bytes())
     threshold = threshold_for(version, TASK_TYPE)
     rng = random.Random(11)
     texts = [(topic_text(label, rng, words=4), label) for _ in range(30) for label in LABELS]
     served = agreed = 0
     for text, truth in texts:
         decision = route(text=text, labels=LABELS, task_type=TASK_TYPE)
-        assert (decision is not None) == (_confidence(text) >= threshold)
+        confidence = model.predict([Input(text, LABELS, TASK_TYPE)])[0].confidence
+        assert (decision is not None) == (confidence >= threshold)
         if decision is not None:
             served += 1
             agreed += decision.label == truth

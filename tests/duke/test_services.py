@@ -14,6 +14,7 @@ from django.db import connection
 
 from core.exceptions import Conflict, NotFound
 from duke import registry
+from duke.certification import LTT_PROCEDURE
 from duke.encoder import EMBEDDING_DIM, embedding_from_bytes
 from duke.models import ModelVersion, SampleCounter, TrainingData, TrainingTrigger
 from duke.services import (
@@ -41,7 +42,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _fast_training(settings, monkeypatch):
-    use_fast_training(settings, monkeypatch)
+    use_fast_training(settings)
     settings.DUKE_MIN_VALIDATION = 20
     # Recording never triggers a training here: each test calls model_train itself.
     settings.DUKE_TRAIN_EVERY = 100_000
@@ -81,23 +82,31 @@ def test_it_trains_a_first_version_and_promotes_it_over_the_majority_baseline(se
     assert version is not None and version.number == 1
     version.refresh_from_db()
     assert version.status == ModelVersion.Status.PRODUCTION and version.promoted_at is not None
-    assert (version.train_samples, version.validation_samples) == (120, 30)
+    # Every sample trains, and every one is judged out-of-fold (by a fold model that never saw it).
+    assert (version.train_samples, version.validation_samples) == (150, 150)
+    assert version.trained_up_to == TrainingData.objects.order_by("-pk").first().pk
     assert version.accuracy >= 0.9 and version.macro_f1 >= 0.9
-    assert version.per_task_type[TASK_TYPE]["n"] == 30
+    assert version.per_task_type[TASK_TYPE]["n"] == 150
     assert version.promotion["against"] == "majority baseline" and version.promotion["promoted"] is True
     assert version.promotion["better"] is True and version.promotion["p_value"] < 0.05
-    assert version.promotion["n"] == 30 and version.promotion["trigger"] == "samples"
-    # 30 of 30 right supports 80% agreement (Wilson lower bound 0.89), so routing gets a threshold.
+    assert version.promotion["n"] == 150 and version.promotion["trigger"] == "samples"
+    # Nearly all of 150 out-of-fold answers right certifies 80% agreement, so routing gets a threshold,
+    # stored with its certificate.
     threshold = version.thresholds[TASK_TYPE]
-    assert 0 < threshold["threshold"] <= 1 and threshold["validation_samples"] == 30
+    assert 0 < threshold["threshold"] <= 1 and threshold["validation_samples"] == 150
     assert 0 < threshold["coverage"] <= 1
+    certificate = threshold["certificate"]
+    assert certificate["procedure"] == LTT_PROCEDURE and certificate["delta"] == settings.DUKE_RISK_DELTA
+    assert certificate["target"] == 0.8 and certificate["lower_bound"] >= 0.8
+    assert certificate["served"] == round(threshold["coverage"] * 150)
+    assert version.promotion["calibration"][TASK_TYPE] == certificate
     # Progress reached the row while training ran, and the last epoch is always written.
     assert seen and seen[-1][0] == seen[-1][1] > 0
     assert (version.epoch, version.epochs) == seen[-1] and version.training_seconds > 0
     artifact = settings.DUKE_MODEL_DIR / version.artifact_path
     assert artifact.name == f"v1-{version.artifact_sha256[:12]}.pt" and artifact.exists()
     messages = [record.getMessage() for record in caplog.records]
-    assert "Duke training with 150 samples (v1)" in messages
+    assert "Duke training with 150 samples (v1), 0 with embeddings" in messages
     assert any(m.startswith("Duke v1 promoted (accuracy ") and m.endswith("%)") for m in messages)
 
     monkeypatch.setattr("duke.services.versions.train", real_train)
@@ -255,7 +264,7 @@ def test_it_skips_training_while_another_runs_and_catches_up_when_it_finishes(
 
     ModelVersion.objects.filter(pk=running.pk).update(status=ModelVersion.Status.FAILED)
     enqueued: list = []
-    monkeypatch.setattr("duke.jobs.enqueue_training", lambda *args: enqueued.append(args))
+    monkeypatch.setattr("duke.queue.enqueue_training", lambda *args: enqueued.append(args))
 
     def train_while_a_watermark_passes(*args, **kwargs):
         # A watermark crossed mid-training: its job would find the slot taken and be skipped.
@@ -313,9 +322,9 @@ def test_it_skips_training_without_samples():
 
 
 def test_it_frees_the_slot_of_a_training_whose_worker_died(settings, monkeypatch):
-    record_samples(30, split="train")
+    record_samples(60, split="train")
     stale = ModelVersion.objects.create(number=1, status=ModelVersion.Status.TRAINING)
-    monkeypatch.setattr("duke.jobs.enqueue_training", lambda *args: None)
+    monkeypatch.setattr("duke.queue.enqueue_training", lambda *args: None)
     with pytest.raises(Conflict) as busy:
         model_request_training()
     assert busy.value.code == "training_in_progress"
@@ -326,7 +335,7 @@ def test_it_frees_the_slot_of_a_training_whose_worker_died(settings, monkeypatch
 
     ModelVersion.objects.filter(pk=stale.pk).update(created_at=timezone.now() - timedelta(hours=2))
     request = model_request_training()
-    assert request.train_samples == 30
+    assert request.train_samples == 60
     stale.refresh_from_db()
     assert stale.status == ModelVersion.Status.FAILED and stale.error.startswith("abandoned")
 
@@ -392,22 +401,21 @@ def test_it_leaves_samples_recorded_during_a_background_pass_to_the_next_one(mon
     assert not TrainingData.objects.filter(embedding__isnull=True).exists()
 
 
-def test_it_trains_on_a_snapshot_while_samples_keep_arriving_faster_than_they_are_encoded(monkeypatch):
-    record_samples(60, split="train")
-    record_samples(25, split="validation", seed=1)
+def test_it_trains_at_once_on_the_embeddings_already_stored_never_waiting_for_the_encoder(monkeypatch):
+    rows = record_samples(85, split="train")
     calls: list[list[str]] = []
-    arrivals = iter(range(1000, 1100))
+    _fake_encoder(monkeypatch, calls)
+    samples_encode_missing(up_to_pk=rows[39].pk)  # the background encoder got this far
+    assert sum(len(batch) for batch in calls) == 40
 
-    def one_more_arrives() -> None:
-        # Each encoder pass sees a new sample land: chasing them all would never end.
-        assert len(calls) < 50, "the encoder is chasing new samples instead of training"
-        record_samples(1, split="train", id_start=next(arrivals))
+    def encoder_must_not_run(texts):
+        raise AssertionError("the training waited for the encoder")
 
-    _fake_encoder(monkeypatch, calls, during=one_more_arrives)
+    monkeypatch.setattr("duke.services.samples.encode_texts", encoder_must_not_run)
     version = model_train()
-    assert version.status == ModelVersion.Status.PRODUCTION
-    assert (version.train_samples, version.validation_samples) == (60, 25)
-    assert sum(len(batch) for batch in calls) == 85  # the snapshot, each sample once
+    assert version.status == ModelVersion.Status.PRODUCTION and version.train_samples == 85
+    # The n-gram view learnt from all 85, the embedding view from the 40 embedded ones.
+    assert registry.model_load(version).metadata["with_embedding"] == 40
 
 
 def test_it_encodes_each_missing_embedding_once(monkeypatch):
@@ -453,7 +461,7 @@ def test_it_triggers_exactly_one_training_per_watermark_under_concurrent_inserts
         with lock:
             trainings.append(args)
 
-    monkeypatch.setattr("duke.jobs.enqueue_training", count)
+    monkeypatch.setattr("duke.queue.enqueue_training", count)
     barrier = threading.Barrier(threads_n)
     errors: list[BaseException] = []
 
@@ -489,20 +497,74 @@ def test_it_triggers_exactly_one_training_per_watermark_under_concurrent_inserts
 
 
 def test_it_recalibrates_production_thresholds_when_a_candidate_is_not_promoted(settings):
-    # v1 is promoted with too little validation data to earn a routing threshold …
+    # v1 is promoted on too few samples to earn a routing threshold …
     settings.DUKE_TARGET_AGREEMENT = 0.95
-    record_samples(120, split="train")
-    record_samples(25, split="validation", seed=1)
+    settings.DUKE_MIN_VALIDATION = 30
+    record_samples(55, split="train")
     first = model_train()
     assert first.status == ModelVersion.Status.PRODUCTION
-    assert TASK_TYPE not in first.thresholds  # 25 of 25 right: Wilson lower bound (99%) 0.79 < 0.95
+    assert TASK_TYPE not in first.thresholds  # 55 of 55 right cannot reject "< 95%" at 5% (0.95**55 > 0.05)
 
-    # … the validation split grows; an equally good v2 is not promoted, but production earns routing now.
-    record_samples(130, split="validation", seed=2, id_start=20_000)
+    # … samples it never saw arrive; an equally good v2 is not promoted, but production earns routing on
+    # those 130 out-of-sample samples.
+    record_samples(130, split="train", seed=2, id_start=20_000)
     second = model_train()
     assert second.status == ModelVersion.Status.CANDIDATE
     first.refresh_from_db()
     assert first.status == ModelVersion.Status.PRODUCTION
-    assert first.thresholds[TASK_TYPE]["validation_samples"] == 155
+    assert first.thresholds[TASK_TYPE]["validation_samples"] == 130
     assert 0 < first.thresholds[TASK_TYPE]["threshold"] <= 1
     assert second.promotion["production_thresholds_recalibrated"] == [TASK_TYPE]
+
+
+def test_a_watermark_below_the_minimums_skips_with_a_log_line_and_trains_nothing(settings, caplog):
+    settings.DUKE_MIN_SAMPLES = 50
+    record_samples(30, split="train")
+    with caplog.at_level(logging.INFO, logger="duke"):
+        assert model_train(only_if_pending=False) is None
+    assert not ModelVersion.objects.exists()
+    assert any(
+        "Duke training skipped: Duke needs at least 50 labeling samples" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_it_leaves_out_a_label_with_a_single_sample_and_says_so():
+    record_samples(60, split="train")
+    record_samples(1, split="train", id_start=5_000, label_map=dict.fromkeys(LABELS, "cooking"))
+    version = model_train()
+    assert version.train_samples == 60 and version.promotion["left_out"] == {"cooking": 1}
+
+
+def test_a_watermark_reached_during_a_failed_training_is_still_trained(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    record_samples(60, split="train")
+    enqueued: list = []
+    monkeypatch.setattr("duke.queue.enqueue_training", lambda *args: enqueued.append(args))
+
+    def boom_after_a_watermark(*args, **kwargs):
+        TrainingTrigger.objects.create(sample_ordinal=200, reason="samples")  # crossed meanwhile
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("duke.services.versions.train", boom_after_a_watermark)
+    with django_capture_on_commit_callbacks(execute=True):
+        version = model_train()
+    assert version.status == ModelVersion.Status.FAILED
+    assert enqueued == [()]  # the watermark is not lost with the failed training
+
+
+def test_a_training_hands_production_the_tasks_it_left_to_the_llm_for_live_re_certification(monkeypatch):
+    record_samples(90, split="train")
+    first = model_train()
+    assert first.status == ModelVersion.Status.PRODUCTION
+    calls: list[dict] = []
+    monkeypatch.setattr("duke.services.versions.routing_recertify", lambda **kwargs: calls.append(kwargs))
+    new = record_samples(120, split="train", seed=3, id_start=30_000)
+    second = model_train()
+    assert second.status == ModelVersion.Status.CANDIDATE
+    [call] = calls
+    assert call["model_version"] == first.number and call["task_type"] == TASK_TYPE
+    # Exactly the samples production never trained on, scored by production: (confidence, agreed, id, at).
+    assert sorted(task_id for _, _, task_id, _ in call["below"]) == sorted(s.task_id for s in new)
+    assert all(0 < conf <= 1 and agreed is True for conf, agreed, _, _ in call["below"])

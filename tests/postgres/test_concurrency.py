@@ -133,7 +133,7 @@ def test_it_triggers_exactly_one_training_per_watermark_under_concurrent_samples
     settings.DUKE_TRAIN_EVERY = 10
     settings.DUKE_ENCODE_ON_RECORD = False
     trainings: list = []
-    monkeypatch.setattr("duke.jobs.enqueue_training", lambda *args, **kwargs: trainings.append(1))
+    monkeypatch.setattr("duke.queue.enqueue_training", lambda *args, **kwargs: trainings.append(1))
 
     def record(index: int) -> TrainingData | None:
         return sample_record(
@@ -158,7 +158,7 @@ def test_it_records_one_sample_when_the_same_task_is_recorded_concurrently(setti
     settings.DUKE_TRAIN_EVERY = 1
     settings.DUKE_ENCODE_ON_RECORD = False
     trainings: list = []
-    monkeypatch.setattr("duke.jobs.enqueue_training", lambda *args, **kwargs: trainings.append(1))
+    monkeypatch.setattr("duke.queue.enqueue_training", lambda *args, **kwargs: trainings.append(1))
     task_id = uuid.uuid4()
 
     def record(index: int) -> TrainingData | None:
