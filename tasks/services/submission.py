@@ -26,8 +26,8 @@ from core.exceptions import (
 )
 from core.perf.db import PreparedRow, insert_rows, prepare_row, process_connection
 from core.perf.group_commit import GroupCommit
-from duke.services import audit as duke_audit
 from duke.router import RouteDecision, route
+from duke.services import audit as duke_audit
 from ledger import entries
 from ledger.models import ZERO
 from ledger.services import (
