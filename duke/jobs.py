@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django_q.tasks import async_task
 
 
 def enqueue_training(reason: str = "samples") -> None:
-    async_task("duke.jobs.train", reason, group="duke-training")
+    async_task(
+        "duke.jobs.train", reason, group="duke-training", cluster=settings.DUKE_LEARNING_CLUSTER or None
+    )
 
 
 def train(reason: str = "samples") -> None:
@@ -17,7 +20,9 @@ def train(reason: str = "samples") -> None:
 
 
 def enqueue_encoding() -> None:
-    async_task("duke.jobs.encode_samples", group="duke-encoding")
+    async_task(
+        "duke.jobs.encode_samples", group="duke-encoding", cluster=settings.DUKE_LEARNING_CLUSTER or None
+    )
 
 
 def encode_samples() -> None:

@@ -1,4 +1,9 @@
-"""`make run`: migrate, then run the web server, a django-q2 cluster and (without an API key) the simulator.
+"""`make run`: migrate, then run the web server, the django-q2 clusters and (without an API key) the LLM
+simulator.
+
+Two clusters: the main one executes tasks; Duke's learning cluster (DUKE_LEARNING_CLUSTER, "duke" unless
+set, empty for none) trains and encodes at a low CPU priority (duke.workers). The web server preloads
+Duke's production model in the background (DUKE_PRELOAD, duke.serving).
 
 Ctrl-C (or SIGTERM) stops everything it started; if any child dies, the others are stopped too.
 """
@@ -100,10 +105,16 @@ class Command(BaseCommand):
             if not settings.DEBUG:
                 call_command("collectstatic", interactive=False, verbosity=0)
             self._ensure_operator()
+            learning_cluster = child_env.setdefault("DUKE_LEARNING_CLUSTER", "duke")
             children.append(("qcluster", subprocess.Popen([python, manage, "qcluster"], env=child_env)))
+            if learning_cluster:
+                learning_env = {**child_env, "Q_CLUSTER_NAME": learning_cluster}
+                learning = subprocess.Popen([python, manage, "qcluster"], env=learning_env)
+                children.append(("duke learning qcluster", learning))
             bind = f"{options['host']}:{options['port']}"
             gunicorn = gunicorn_command(python=python, bind=bind, workers=options["web_workers"])
-            children.append(("web", subprocess.Popen(gunicorn, env=child_env)))
+            web_env = {**child_env, "DUKE_PRELOAD": child_env.get("DUKE_PRELOAD", "1")}
+            children.append(("web", subprocess.Popen(gunicorn, env=web_env)))
             self._wait_for(f"http://{bind}/health", "the web server", accept_degraded=True)
             self.stdout.write(
                 self.style.SUCCESS(
