@@ -408,8 +408,8 @@ DUKE_LEARNING_NICE = env_int("DUKE_LEARNING_NICE", 19, minimum=0)
 # django-q2 requires ALT_CLUSTERS whenever Q_CLUSTER_NAME names another cluster than the main one.
 Q_CLUSTER["ALT_CLUSTERS"] = {
     DUKE_LEARNING_CLUSTER or "duke": {
-        # One training or encoding at a time; a watermark's training may wait up to `poll` to start.
-        "workers": env_int("DUKE_LEARNING_WORKERS", 1, minimum=1),
+        # Two: a training never queues behind an encoding pass (the services keep one of each at a time).
+        "workers": env_int("DUKE_LEARNING_WORKERS", 2, minimum=1),
         "poll": 0.5,
     }
 }
