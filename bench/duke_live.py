@@ -147,7 +147,16 @@ def token_for(port: int, username: str, password: str) -> str:
 class Stack:
     """``manage.py run_system`` on its own data folder and ports; stopped (and all its children) on exit."""
 
-    def __init__(self, root: Path, name: str, *, learning: bool, args: argparse.Namespace, teacher: Path):
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        *,
+        learning: bool,
+        args: argparse.Namespace,
+        teacher: Path,
+        learning_cluster: bool = True,
+    ):
         self.data = root / name
         self.data.mkdir(parents=True)
         self.log = self.data / "run_system.log"
@@ -165,6 +174,8 @@ class Stack:
             overrides["DUKE_TRAIN_EVERY"] = str(args.train_every)
         if not learning:
             overrides.update(DUKE_TRAIN_EVERY=str(10**9), DUKE_ENCODE_ON_RECORD="0")
+        if not learning_cluster:
+            overrides["DUKE_LEARNING_CLUSTER"] = ""  # training and encoding beside the drainers, as before
         self.env = stack_env(self.data, **overrides)
         self.command = [
             PYTHON,
@@ -204,6 +215,13 @@ class Stack:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the kernel has reaped the whole group
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
     def buyer_api(self) -> Api:
         status, body, _ = Api(self.port).call(
@@ -554,13 +572,33 @@ def _production(api: Api) -> int | None:
     return status.get("production_version")
 
 
-def throughput_run(
-    args: argparse.Namespace, root: Path, teacher: Path, data: dict, *, learning: bool
-) -> dict:
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    title: str
+    learning: bool
+    learning_cluster: bool = True
+
+
+LEARNING_OFF = Variant("learning-off", "learning off", learning=False)
+LEARNING_ON = Variant("learning-on", "learning on", learning=True)
+LEARNING_SHARED = Variant(
+    "learning-on-main-cluster", "learning on, in the main cluster", learning=True, learning_cluster=False
+)
+
+
+def throughput_run(args: argparse.Namespace, root: Path, teacher: Path, data: dict, variant: Variant) -> dict:
     """The labeling workload as fast as the clients submit it; first POST → last task final."""
     rows = data["throughput"]
-    name = "throughput-learning-on" if learning else "throughput-learning-off"
-    with Stack(root, name, learning=learning, args=args, teacher=teacher) as stack:
+    name = f"throughput-{variant.name}"
+    with Stack(
+        root,
+        name,
+        learning=variant.learning,
+        args=args,
+        teacher=teacher,
+        learning_cluster=variant.learning_cluster,
+    ) as stack:
         buyer = stack.buyer_api()
         outcomes = Feed()
         began = time.monotonic()
@@ -576,7 +614,8 @@ def throughput_run(
         )
         submitted_s = time.monotonic() - began
         completed, failed, ended = wait_final(buyer, len(rows), args.timeout_s)
-        versions = len(_versions(stack))
+        ended_wall = time.time()
+        versions = _versions(stack)
         if args.keep_logs:
             args.keep_logs.mkdir(parents=True, exist_ok=True)
             shutil.copy(stack.log, args.keep_logs / f"{name}-run_system.log")
@@ -589,7 +628,13 @@ def throughput_run(
         "submitted_s": submitted_s,
         "elapsed_s": elapsed,
         "per_s": completed / elapsed if elapsed > 0 else float("nan"),
-        "versions": versions,
+        "versions": len(versions),
+        "trained_meanwhile": sum(
+            1
+            for v in versions
+            if v.get("finished_at")
+            and datetime.fromisoformat(v["finished_at"].replace("Z", "+00:00")).timestamp() <= ended_wall
+        ),
     }
 
 
@@ -667,7 +712,7 @@ def versions_table(versions: list[dict], began_wall: float, task_type: str) -> l
     return lines
 
 
-def report(args: argparse.Namespace, data: dict, live: dict | None, off: dict | None, on: dict | None) -> str:
+def report(args: argparse.Namespace, data: dict, live: dict | None, runs: dict[str, tuple[str, dict]]) -> str:
     lines = [
         f"Command: `{command_line()}`",
         "",
@@ -710,6 +755,9 @@ def report(args: argparse.Namespace, data: dict, live: dict | None, off: dict | 
             f"| **Duke's share of new tasks** | **{_pct(len(served) / len(serving) if serving else None)}** "
             f"({len(served)}) |",
             f"| **Duke's answers agreeing with the gold label** | **{_pct(agreement)}** |",
+            f"| serving phase POST /tasks, Duke-served: p50 / p99 (arrivals at {args.rate:g}/s) | "
+            f"{_fmt(percentile([o.ms for o in served], 50), '.1f')} / "
+            f"{_fmt(percentile([o.ms for o in served], 99), '.1f')} ms |",
             "| price per task: learning phase (LLM) / serving phase (all, Duke, LLM) | "
             f"{_mean(learn_prices)} / {_mean(all_prices)}, {_mean(duke_prices)}, {_mean(llm_prices)} |",
             "| production loaded in the background (web workers' log lines) | "
@@ -740,32 +788,41 @@ def report(args: argparse.Namespace, data: dict, live: dict | None, off: dict | 
                 f"{'met' if met else 'NOT met'} |",
                 "",
             ]
-    if off or on:
+    if runs:
+        off = runs.get(LEARNING_OFF.name)
         lines += [
             f"### Paid work while Duke learns: {args.throughput_tasks} labeling tasks, "
             f"{args.throughput_clients} clients, {args.latency_ms} ms LLM latency",
             "",
-            "| | learning off | learning on |",
-            "|---|---:|---:|",
+            "| | " + " | ".join(title for title, _ in runs.values()) + " |",
+            "|---" + "|---:" * len(runs) + "|",
         ]
 
-        def cell(result: dict | None, key: str, spec: str = "") -> str:
-            return _fmt(result.get(key), spec) if result else "–"
+        def row(label: str, render: Callable[[dict], str]) -> str:
+            return f"| {label} | " + " | ".join(render(result) for _, result in runs.values()) + " |"
 
         lines += [
-            f"| **tasks completed / s** (first POST → last final) | **{cell(off, 'per_s', '.1f')}** | "
-            f"**{cell(on, 'per_s', '.1f')}** |",
-            f"| completed / failed / rejected | {cell(off, 'completed')} / {cell(off, 'failed')} / "
-            f"{cell(off, 'rejected')} | {cell(on, 'completed')} / {cell(on, 'failed')} / "
-            f"{cell(on, 'rejected')} |",
-            f"| all submitted after | {cell(off, 'submitted_s', '.1f')} s | "
-            f"{cell(on, 'submitted_s', '.1f')} s |",
-            f"| Duke versions at the end | {cell(off, 'versions')} | {cell(on, 'versions')} |",
+            row("**tasks completed / s** (first POST → last final)", lambda r: f"**{r['per_s']:.1f}**"),
+            row(
+                "completed / failed / rejected",
+                lambda r: f"{r['completed']} / {r['failed']} / {r['rejected']}",
+            ),
+            row("all submitted after", lambda r: f"{r['submitted_s']:.1f} s"),
+            row("last task final after", lambda r: f"{r['elapsed_s']:.1f} s"),
+            row(
+                "Duke versions finished by then / at the end",
+                lambda r: f"{r['trained_meanwhile']} / {r['versions']}",
+            ),
         ]
-        if off and on and off["per_s"] > 0:
-            ratio = on["per_s"] / off["per_s"]
-            verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
-            lines.append(f"| **on ÷ off** (target ≥ {TARGET_RATIO}) | | **{ratio:.2f}** ({verdict}) |")
+        if off and off[1]["per_s"] > 0:
+
+            def ratio(result: dict) -> str:
+                value = result["per_s"] / off[1]["per_s"]
+                return f"**{value:.2f}**" + (
+                    "" if result is off[1] else (" ✓" if value >= TARGET_RATIO else " ✗")
+                )
+
+            lines.append(row(f"÷ learning off (target ≥ {TARGET_RATIO})", ratio))
         lines.append("")
     return "\n".join(lines)
 
@@ -793,6 +850,11 @@ def main() -> int:
     parser.add_argument("--learning", choices=("on", "off", "both"), default="both")
     parser.add_argument("--throughput-tasks", type=int, default=600, help="per stack; 0 skips the comparison")
     parser.add_argument("--throughput-clients", type=int, default=16)
+    parser.add_argument(
+        "--also-main-cluster",
+        action="store_true",
+        help="a third throughput stack: learning on, in the main cluster (no low-priority learning cluster)",
+    )
     parser.add_argument("--latency-requests", type=int, default=400, help="0 skips the latency phase")
     parser.add_argument("--latency-clients", type=int, default=8)
     parser.add_argument("--train-every", type=int, default=0, help="DUKE_TRAIN_EVERY (0: the default)")
@@ -826,7 +888,8 @@ def main() -> int:
     if len(data["labels"]) < 2:
         parser.error("the dataset needs at least 2 labels")
 
-    live = off = on = None
+    live = None
+    runs: dict[str, tuple[str, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="aicp-bench-duke-live-", ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
         teacher = root / "teacher.jsonl"  # the simulator knows every text the bench will send
@@ -835,15 +898,21 @@ def main() -> int:
                 handle.write(json.dumps({"text": text, "label": label}) + "\n")
         if args.learning in ("on", "both") and (args.tasks or args.new_tasks):
             live = learning_run(args, root, teacher, data)
-        if args.throughput_tasks and args.learning in ("off", "both"):
-            off = throughput_run(args, root, teacher, data, learning=False)
-        if args.throughput_tasks and args.learning in ("on", "both"):
-            on = throughput_run(args, root, teacher, data, learning=True)
+        variants = []
+        if args.learning in ("off", "both"):
+            variants.append(LEARNING_OFF)
+        if args.learning in ("on", "both"):
+            variants.append(LEARNING_ON)
+            if args.also_main_cluster:
+                variants.append(LEARNING_SHARED)
+        for variant in variants if args.throughput_tasks else []:
+            runs[variant.name] = (variant.title, throughput_run(args, root, teacher, data, variant))
 
-    body = report(args, data, live, off, on)
+    body = report(args, data, live, runs)
     print(body)
     if not args.no_write:
-        write_section(SECTION, body)
+        title = f"{SECTION}: {args.dataset.name}" + ("" if live else ", throughput")
+        write_section(title, body)
     return 0
 
 

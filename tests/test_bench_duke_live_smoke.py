@@ -60,4 +60,4 @@ def test_the_duke_live_benchmark_runs_learning_serving_and_both_throughput_stack
     assert "| serving phase: tasks POSTed (`auto`) | 20 |" in out
     assert "| models loaded inside a request | 0 |" in out
     assert "| completed / failed / rejected | 30 / 0 / 0 | 30 / 0 / 0 |" in out
-    assert "on ÷ off" in out
+    assert "| ÷ learning off (target ≥ 0.8) |" in out
