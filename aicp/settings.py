@@ -405,6 +405,8 @@ DUKE_PRELOAD_POLL_S = env_float("DUKE_PRELOAD_POLL_S", 1.0, minimum=0.05)
 # Empty: they run on the main cluster beside the drainers (a deployment that starts only one cluster).
 DUKE_LEARNING_CLUSTER = env_str("DUKE_LEARNING_CLUSTER", "")
 DUKE_LEARNING_NICE = env_int("DUKE_LEARNING_NICE", 19, minimum=0)
+# On Linux, also the idle scheduling class: it runs only on a core no other task wants.
+DUKE_LEARNING_SCHED_IDLE = env_bool("DUKE_LEARNING_SCHED_IDLE", True)
 # django-q2 requires ALT_CLUSTERS whenever Q_CLUSTER_NAME names another cluster than the main one.
 Q_CLUSTER["ALT_CLUSTERS"] = {
     DUKE_LEARNING_CLUSTER or "duke": {

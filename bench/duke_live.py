@@ -156,9 +156,9 @@ class Stack:
         args: argparse.Namespace,
         teacher: Path,
         learning_cluster: bool = True,
+        learning_workers: bool = True,
     ):
-        self.data = root / name
-        self.data.mkdir(parents=True)
+        self.data = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))  # a repeated run gets its own
         self.log = self.data / "run_system.log"
         self.port = free_port()
         overrides = {
@@ -190,6 +190,8 @@ class Stack:
             "--simulator-latency-ms",
             str(args.latency_ms),
         ]
+        if not learning_workers:
+            self.command.append("--no-learning-workers")
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> Stack:
@@ -578,10 +580,16 @@ class Variant:
     title: str
     learning: bool
     learning_cluster: bool = True
+    learning_workers: bool = (
+        True  # False: learning jobs are queued, nothing runs them (the bookkeeping alone)
+    )
 
 
 LEARNING_OFF = Variant("learning-off", "learning off", learning=False)
 LEARNING_ON = Variant("learning-on", "learning on", learning=True)
+LEARNING_QUEUED_ONLY = Variant(
+    "learning-queued-only", "learning jobs queued, not run", learning=True, learning_workers=False
+)
 LEARNING_SHARED = Variant(
     "learning-on-main-cluster", "learning on, in the main cluster", learning=True, learning_cluster=False
 )
@@ -598,6 +606,7 @@ def throughput_run(args: argparse.Namespace, root: Path, teacher: Path, data: di
         args=args,
         teacher=teacher,
         learning_cluster=variant.learning_cluster,
+        learning_workers=variant.learning_workers,
     ) as stack:
         buyer = stack.buyer_api()
         outcomes = Feed()
@@ -618,7 +627,7 @@ def throughput_run(args: argparse.Namespace, root: Path, teacher: Path, data: di
         versions = _versions(stack)
         if args.keep_logs:
             args.keep_logs.mkdir(parents=True, exist_ok=True)
-            shutil.copy(stack.log, args.keep_logs / f"{name}-run_system.log")
+            shutil.copy(stack.log, args.keep_logs / f"{stack.data.name}-run_system.log")
     elapsed = ended - began
     return {
         "tasks": len(rows),
@@ -635,6 +644,20 @@ def throughput_run(args: argparse.Namespace, root: Path, teacher: Path, data: di
             if v.get("finished_at")
             and datetime.fromisoformat(v["finished_at"].replace("Z", "+00:00")).timestamp() <= ended_wall
         ),
+    }
+
+
+def combined(results: list[dict]) -> dict:
+    """Repeated runs of one variant: counts summed, times and rates averaged, each run's rate kept."""
+    count = len(results)
+    return {
+        "runs": count,
+        "per_s_each": [r["per_s"] for r in results],
+        "per_s": sum(r["per_s"] for r in results) / count,
+        **{key: sum(r[key] for r in results) for key in ("tasks", "completed", "failed", "rejected")},
+        **{key: sum(r[key] for r in results) / count for key in ("submitted_s", "elapsed_s")},
+        "trained_meanwhile": sum(r["trained_meanwhile"] for r in results),
+        "versions": sum(r["versions"] for r in results),
     }
 
 
@@ -791,7 +814,7 @@ def report(args: argparse.Namespace, data: dict, live: dict | None, runs: dict[s
     if runs:
         off = runs.get(LEARNING_OFF.name)
         lines += [
-            f"### Paid work while Duke learns: {args.throughput_tasks} labeling tasks, "
+            f"### Paid work while Duke learns: {args.throughput_tasks} labeling tasks × {args.repeat} runs, "
             f"{args.throughput_clients} clients, {args.latency_ms} ms LLM latency",
             "",
             "| | " + " | ".join(title for title, _ in runs.values()) + " |",
@@ -802,13 +825,16 @@ def report(args: argparse.Namespace, data: dict, live: dict | None, runs: dict[s
             return f"| {label} | " + " | ".join(render(result) for _, result in runs.values()) + " |"
 
         lines += [
-            row("**tasks completed / s** (first POST → last final)", lambda r: f"**{r['per_s']:.1f}**"),
+            row(
+                "**tasks completed / s** (first POST → last final; mean of the runs)",
+                lambda r: f"**{r['per_s']:.1f}** (" + ", ".join(f"{x:.1f}" for x in r["per_s_each"]) + ")",
+            ),
             row(
                 "completed / failed / rejected",
                 lambda r: f"{r['completed']} / {r['failed']} / {r['rejected']}",
             ),
-            row("all submitted after", lambda r: f"{r['submitted_s']:.1f} s"),
-            row("last task final after", lambda r: f"{r['elapsed_s']:.1f} s"),
+            row("all submitted after (mean)", lambda r: f"{r['submitted_s']:.1f} s"),
+            row("last task final after (mean)", lambda r: f"{r['elapsed_s']:.1f} s"),
             row(
                 "Duke versions finished by then / at the end",
                 lambda r: f"{r['trained_meanwhile']} / {r['versions']}",
@@ -850,6 +876,12 @@ def main() -> int:
     parser.add_argument("--learning", choices=("on", "off", "both"), default="both")
     parser.add_argument("--throughput-tasks", type=int, default=600, help="per stack; 0 skips the comparison")
     parser.add_argument("--throughput-clients", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=2, help="throughput runs per variant, interleaved")
+    parser.add_argument(
+        "--also-queued-only",
+        action="store_true",
+        help="another throughput stack: learning on but no learning worker runs (its bookkeeping alone)",
+    )
     parser.add_argument(
         "--also-main-cluster",
         action="store_true",
@@ -905,8 +937,17 @@ def main() -> int:
             variants.append(LEARNING_ON)
             if args.also_main_cluster:
                 variants.append(LEARNING_SHARED)
-        for variant in variants if args.throughput_tasks else []:
-            runs[variant.name] = (variant.title, throughput_run(args, root, teacher, data, variant))
+            if args.also_queued_only:
+                variants.append(LEARNING_QUEUED_ONLY)
+        # Interleaved (off, on, off, on, …): the other load on the machine drifts over minutes, and a
+        # ratio of two runs far apart in time measures that drift as much as learning.
+        results: dict[str, list[dict]] = {}
+        for _ in range(args.repeat if args.throughput_tasks else 0):
+            for variant in variants:
+                results.setdefault(variant.name, []).append(
+                    throughput_run(args, root, teacher, data, variant)
+                )
+        runs = {v.name: (v.title, combined(results[v.name])) for v in variants if v.name in results}
 
     body = report(args, data, live, runs)
     print(body)

@@ -44,7 +44,7 @@ def test_the_duke_live_benchmark_runs_learning_serving_and_both_throughput_stack
             str(REPO / "bench" / "duke_live.py"),
             *("--dataset", str(dataset), "--tasks", "60", "--new-tasks", "20", "--rate", "40"),
             *("--throughput-tasks", "30", "--latency-requests", "10", "--latency-ms", "20"),
-            *("--settle-s", "5", "--sample-s", "1", "--train-every", "50", "--no-write"),
+            *("--settle-s", "5", "--sample-s", "1", "--train-every", "50", "--repeat", "1", "--no-write"),
         ],
         cwd=REPO,
         env=env,

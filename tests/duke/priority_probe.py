@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 
 def write_priority(path: str) -> None:
-    Path(path).write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
+    policy = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else None
+    Path(path).write_text(json.dumps({"nice": os.getpriority(os.PRIO_PROCESS, 0), "policy": policy}))

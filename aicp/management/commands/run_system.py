@@ -55,6 +55,12 @@ class Command(BaseCommand):
             type=int,
             default=int(os.environ.get("AICP_SIMULATOR_LATENCY_MS", "300")),
         )
+        parser.add_argument(
+            "--no-learning-workers",
+            action="store_true",
+            help="Queue Duke's training and encoding on the learning cluster but start no worker for it "
+            "(one runs elsewhere, e.g. on another machine).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         children: list[tuple[str, subprocess.Popen]] = []
@@ -107,7 +113,7 @@ class Command(BaseCommand):
             self._ensure_operator()
             learning_cluster = child_env.setdefault("DUKE_LEARNING_CLUSTER", "duke")
             children.append(("qcluster", subprocess.Popen([python, manage, "qcluster"], env=child_env)))
-            if learning_cluster:
+            if learning_cluster and not options["no_learning_workers"]:
                 learning_env = {**child_env, "Q_CLUSTER_NAME": learning_cluster}
                 learning = subprocess.Popen([python, manage, "qcluster"], env=learning_env)
                 children.append(("duke learning qcluster", learning))
