@@ -141,11 +141,11 @@ class Preloader:
         started = time.perf_counter()
         try:
             model = registry.model_load(version)
-        except registry.ArtifactError as exc:
+            warm_up(model)
+        except Exception as exc:  # noqa: BLE001 — an artifact that does not load or predict is never served
             logger.error("Duke v%d is production but cannot be served: %s", version.number, exc)
             self._broken = (version.number, version.artifact_sha256, time.monotonic())
             return
-        warm_up(model)
         self._published = _Published(version.number, version.artifact_sha256, model)
         self._broken = None
         logger.info(

@@ -150,3 +150,21 @@ def test_it_loads_the_encoder_before_publishing_a_model_that_uses_embeddings(
     task = _post(buyer_client)
     assert task["executed_by"] == "duke"
     assert len(encoder_loads) == loads_before
+
+
+def test_it_never_publishes_a_corrupt_artifact_and_routes_to_the_llm(
+    buyer_client, caplog, llm_settings, model_loads, preloader
+):
+    version = install_production()
+    (registry.model_dir() / version.artifact_path).write_bytes(b"not a model")
+    caplog.set_level("ERROR", logger="duke")
+
+    preloader.wake()
+    _wait_until(lambda: any("cannot be served" in r.getMessage() for r in caplog.records))
+    preloader.wake()  # a second look within the retry interval does not read the file again
+    task = _post(buyer_client)
+
+    assert preloader.loaded_version is None
+    assert task["executed_by"] != "duke"
+    _wait_until(lambda: len(model_loads) >= 1)
+    assert model_loads == [LOADER_THREAD]
