@@ -112,7 +112,7 @@ def report(args: argparse.Namespace, data: dict, live: dict | None, runs: dict[s
         f"Dataset `{args.dataset.name}` ({len(data['labels'])} labels, task type `{data['task_type']}`); "
         f"served texts from `{data['serve_name']}`; simulator latency {args.latency_ms} ms; "
         f"arrivals {args.rate:g}/s; the stack is `manage.py run_system` (web with preloading, main cluster, "
-        "Duke's learning cluster at nice 19, simulator).",
+        "Duke's learning cluster at nice 19 in the idle scheduling class, simulator).",
         "",
     ]
     if live:
