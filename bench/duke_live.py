@@ -412,6 +412,11 @@ def main() -> int:
     parser.add_argument("--keep-logs", type=Path, default=None, help="copy the stacks' logs to this folder")
     args = parser.parse_args()
 
+    for path in (args.dataset, args.serve_dataset):
+        if path is not None and not path.is_file():
+            parser.error(
+                f"dataset {path} not found (JSONL of {{text, label}}; see ../shared/datasets/README.md)"
+            )
     rows = read_dataset(args.dataset)
     random.Random(args.seed).shuffle(rows)
     if args.serve_dataset:
