@@ -421,6 +421,28 @@ DUKE_MIN_SAMPLES = env_int("DUKE_MIN_SAMPLES", 50, minimum=2)
 DUKE_RISK_DELTA = env_float("DUKE_RISK_DELTA", 0.05, minimum=0.001, maximum=0.5)
 DUKE_TRAIN_CONFIG = json.loads(env_str("DUKE_TRAIN_CONFIG", "{}"))
 
+# --- Duke at run time: preloading in web workers, learning in its own low-priority queue cluster ----------
+
+# A web worker loads the production version (and the encoder) in a background thread at start and on every
+# promotion, so no request loads a model (duke.serving). run_system turns it on for the web server only.
+DUKE_PRELOAD = env_bool("DUKE_PRELOAD", False)
+DUKE_PRELOAD_POLL_S = env_float("DUKE_PRELOAD_POLL_S", 1.0, minimum=0.05)
+# Training and encoding jobs go to this django-q2 cluster (`Q_CLUSTER_NAME=<name> manage.py qcluster`, which
+# run_system starts), whose workers run at DUKE_LEARNING_NICE, so paid execution always wins the CPU.
+# Empty: they run on the main cluster beside the drainers (a deployment that starts only one cluster).
+DUKE_LEARNING_CLUSTER = env_str("DUKE_LEARNING_CLUSTER", "")
+DUKE_LEARNING_NICE = env_int("DUKE_LEARNING_NICE", 19, minimum=0)
+# On Linux, also the idle scheduling class: it runs only on a core no other task wants.
+DUKE_LEARNING_SCHED_IDLE = env_bool("DUKE_LEARNING_SCHED_IDLE", True)
+# django-q2 requires ALT_CLUSTERS whenever Q_CLUSTER_NAME names another cluster than the main one.
+Q_CLUSTER["ALT_CLUSTERS"] = {
+    DUKE_LEARNING_CLUSTER or "duke": {
+        # Two: a training never queues behind an encoding pass (the services keep one of each at a time).
+        "workers": env_int("DUKE_LEARNING_WORKERS", 2, minimum=1),
+        "poll": 0.5,
+    }
+}
+
 # --- logging --------------------------------------------------------------------------------------------
 
 LOGGING = {

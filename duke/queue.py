@@ -6,12 +6,17 @@ enqueue through here by the jobs' dotted names.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django_q.tasks import async_task
 
 
 def enqueue_training(reason: str = "samples") -> None:
-    async_task("duke.jobs.train", reason, group="duke-training")
+    async_task(
+        "duke.jobs.train", reason, group="duke-training", cluster=settings.DUKE_LEARNING_CLUSTER or None
+    )
 
 
 def enqueue_encoding() -> None:
-    async_task("duke.jobs.encode_samples", group="duke-encoding")
+    async_task(
+        "duke.jobs.encode_samples", group="duke-encoding", cluster=settings.DUKE_LEARNING_CLUSTER or None
+    )

@@ -31,7 +31,7 @@ logger = logging.getLogger("duke")
 
 # After a production artifact failed to load, how long every process waits before reading it again
 # (so a broken file costs one log line per interval, not one disk read per routed task).
-_RETRY_BROKEN_S = 30.0
+RETRY_BROKEN_S = 30.0
 
 
 class ArtifactError(RuntimeError):
@@ -139,6 +139,8 @@ _cache_lock = threading.Lock()
 def load_production_model() -> tuple[ModelVersion, TrainedModel] | None:
     """The production version (fresh row: thresholds may change) and its model, loaded once per artifact.
 
+    For processes without a preloader (duke.serving): the first call after a promotion loads the model.
+
     Costs one indexed query while production is unchanged. None when there is no production version or
     its artifact is broken (logged; a broken artifact is never served, and re-read every 30 s at most).
     """
@@ -150,7 +152,7 @@ def load_production_model() -> tuple[ModelVersion, TrainedModel] | None:
     if cached is not None and cached.number == version.number and cached.sha256 == version.artifact_sha256:
         if cached.model is not None:
             return version, cached.model
-        if time.monotonic() - cached.failed_at < _RETRY_BROKEN_S:
+        if time.monotonic() - cached.failed_at < RETRY_BROKEN_S:
             return None
     with _cache_lock:
         cached = _cache

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import transaction
 
 from duke.models import ModelVersion, RoutingState
+from duke.serving import needs_embedding, production_model
 
 if TYPE_CHECKING:
     # duke.model maps torch (~200 MB per process): it is imported when a model is first used, so web and
@@ -62,14 +63,6 @@ def is_suspended(*, model_version: int, task_type: str) -> bool:
     ).exists()
 
 
-def needs_embedding(model: TrainedModel) -> bool:
-    """A head trained with sentence embeddings is calibrated on them: without one its confidence lies.
-
-    One trained without any (no encoder installed) is calibrated without, and encoding would be wasted.
-    """
-    return bool(model.metadata.get("with_embedding", 1))
-
-
 def decide(
     model: TrainedModel,
     *,
@@ -92,9 +85,8 @@ def decide(
 
 
 def _production() -> tuple[ModelVersion, TrainedModel] | None:
-    from duke.registry import load_production_model
-
-    return load_production_model()
+    # In a web worker, only what its preloader has loaded: a request never loads a model (duke.serving).
+    return production_model()
 
 
 def _embed(text: str) -> np.ndarray | bool:

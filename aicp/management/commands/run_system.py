@@ -1,4 +1,9 @@
-"""`make run`: migrate, then run the web server, a django-q2 cluster and (without an API key) the simulator.
+"""`make run`: migrate, then run the web server, the django-q2 clusters and (without an API key) the LLM
+simulator.
+
+Two clusters: the main one executes tasks; Duke's learning cluster (DUKE_LEARNING_CLUSTER, "duke" unless
+set, empty for none) trains and encodes at a low CPU priority (duke.workers). The web server preloads
+Duke's production model in the background (DUKE_PRELOAD, duke.serving).
 
 Ctrl-C (or SIGTERM) stops everything it started; if any child dies, the others are stopped too.
 """
@@ -50,6 +55,12 @@ class Command(BaseCommand):
             type=int,
             default=int(os.environ.get("AICP_SIMULATOR_LATENCY_MS", "300")),
         )
+        parser.add_argument(
+            "--no-learning-workers",
+            action="store_true",
+            help="Queue Duke's training and encoding on the learning cluster but start no worker for it "
+            "(one runs elsewhere, e.g. on another machine).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         children: list[tuple[str, subprocess.Popen]] = []
@@ -100,7 +111,12 @@ class Command(BaseCommand):
             if not settings.DEBUG:
                 call_command("collectstatic", interactive=False, verbosity=0)
             self._ensure_operator()
+            learning_cluster = child_env.setdefault("DUKE_LEARNING_CLUSTER", "duke")
             children.append(("qcluster", subprocess.Popen([python, manage, "qcluster"], env=child_env)))
+            if learning_cluster and not options["no_learning_workers"]:
+                learning_env = {**child_env, "Q_CLUSTER_NAME": learning_cluster}
+                learning = subprocess.Popen([python, manage, "qcluster"], env=learning_env)
+                children.append(("duke learning qcluster", learning))
             bind = f"{options['host']}:{options['port']}"
             gunicorn = gunicorn_command(
                 python=python,
@@ -108,7 +124,8 @@ class Command(BaseCommand):
                 workers=options["web_workers"],
                 balanced=settings.AICP_PERF_WEB_WORKER,
             )
-            children.append(("web", subprocess.Popen(gunicorn, env=child_env)))
+            web_env = {**child_env, "DUKE_PRELOAD": child_env.get("DUKE_PRELOAD", "1")}
+            children.append(("web", subprocess.Popen(gunicorn, env=web_env)))
             self._wait_for(f"http://{bind}/health", "the web server", accept_degraded=True)
             self.stdout.write(
                 self.style.SUCCESS(
