@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from django.core.management import call_command
 from django.test import Client
 
 pytestmark = pytest.mark.django_db
@@ -36,3 +39,22 @@ def test_it_keeps_redoc_from_loading_anything_from_outside() -> None:
 
     assert "img-src 'self' data:" in policy
     assert "default-src 'self'" in policy
+
+
+def test_it_collects_the_docs_bundles_for_the_production_static_storage(settings, tmp_path) -> None:
+    # Without DEBUG, run_system collects static files and whitenoise serves them from the manifest.
+    settings.STATIC_ROOT = tmp_path
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
+
+    call_command("collectstatic", interactive=False, verbosity=0)
+
+    manifest = json.loads((tmp_path / "staticfiles.json").read_text())["paths"]
+    for bundle in (
+        "drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js",
+        "drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js",
+        "aicp/landing.css",
+    ):
+        assert (tmp_path / manifest[bundle]).is_file()
