@@ -2,7 +2,10 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-PIP_FLAGS := --disable-pip-version-check --quiet
+# pip shows what it collects and a progress bar: the first install takes minutes and must not look stuck.
+# Make skips these recipes altogether while the stamp is newer than the requirements, so a warm start
+# prints nothing from pip.
+PIP_FLAGS := --disable-pip-version-check --progress-bar on
 
 .PHONY: run test test-postgres services lint format bench venv dev-venv clean
 
@@ -11,10 +14,12 @@ $(PY):
 
 # Stamp files: reinstall only when the requirements change.
 $(VENV)/.runtime-installed: requirements.txt | $(PY)
+	@echo "[1/5] installing dependencies (first run: several minutes; next: migrate, agents, workers, simulator)"
 	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt
 	touch $@
 
 $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(PY)
+	@echo "installing runtime and test dependencies (first run: several minutes)"
 	$(PY) -m pip install $(PIP_FLAGS) -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime-installed
 
@@ -22,6 +27,7 @@ venv: $(VENV)/.runtime-installed
 dev-venv: $(VENV)/.dev-installed
 
 run: venv
+	@echo "[1/5] dependencies ready; run_system now migrates, seeds the agents, starts the workers and the simulator"
 	$(PY) manage.py run_system
 
 test: dev-venv

@@ -2,9 +2,9 @@
 
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from aicp import dashboard, views
+from aicp import dashboard, landing, views
 
 # The API's own routes first: Django tries patterns in order, and every request to POST /tasks used to
 # fail through the admin, the dashboard and the accounts' routes before reaching its own. No two
@@ -17,6 +17,8 @@ urlpatterns = [
     path("dashboard/data.json", dashboard.dashboard_data, name="dashboard-data"),
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    re_path(r"^api/redoc/?$", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("", landing.landing, name="landing"),
     path("", include("users.urls")),
     path("", include("agents.urls")),
     path("", include("duke.urls")),

@@ -17,7 +17,7 @@ from tests.security.routes import all_routes
 pytestmark = pytest.mark.django_db
 
 # Reachable without a token, on purpose. Anything else must refuse an anonymous caller.
-PUBLIC_ROUTES = {"health", "schema", "docs", "register", "token-obtain", "token-refresh"}
+PUBLIC_ROUTES = {"health", "schema", "docs", "redoc", "landing", "register", "token-obtain", "token-refresh"}
 ROUTES = all_routes()
 ANONYMOUS_CALLS = [
     pytest.param(route, method, id=f"{method.upper()} {route.name}")
