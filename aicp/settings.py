@@ -213,6 +213,11 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "/admin/login/"
 
+# How many proxies in front of the web server append to X-Forwarded-For; the client is the address that
+# many entries from the right (users/client_address.py). 0 (the default): the header is the client's own
+# writing and is ignored, the socket's peer is the client. Too high a count lets clients pick their address.
+AICP_TRUSTED_PROXIES = env_int("AICP_TRUSTED_PROXIES", 0, minimum=0)
+
 THROTTLE_RATES = {
     "register": env_str("AICP_THROTTLE_REGISTER", "20/hour"),
     "token": env_str("AICP_THROTTLE_TOKEN", "60/minute"),
@@ -232,6 +237,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "aicp.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "aicp.exceptions.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": THROTTLE_RATES,
+    "NUM_PROXIES": AICP_TRUSTED_PROXIES,
 }
 
 SIMPLE_JWT = {

@@ -6,7 +6,6 @@ from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
@@ -14,6 +13,8 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from aicp.exceptions import DomainError
 from aicp.serializers import StrictJSONTypesMixin
+from users.throttles import AtomicRateThrottle
+from users.tokens import TokenRefreshSerializer
 
 
 def _minimum_password_length() -> int:
@@ -46,11 +47,11 @@ class NewPasswordField(serializers.CharField):
         super().__init__(**kwargs)
 
 
-class TokenThrottle(AnonRateThrottle):
+class TokenThrottle(AtomicRateThrottle):
     scope = "token"
 
 
-class RegisterThrottle(AnonRateThrottle):
+class RegisterThrottle(AtomicRateThrottle):
     scope = "register"
 
 
@@ -59,6 +60,7 @@ class ThrottledTokenObtainPairView(TokenObtainPairView):
 
 
 class ThrottledTokenRefreshView(TokenRefreshView):
+    serializer_class = TokenRefreshSerializer  # rotation in one transaction: a token cannot fork
     throttle_classes = [TokenThrottle]
 
 
