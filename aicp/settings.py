@@ -99,7 +99,7 @@ DATA_DIR = Path(env_str("AICP_DATA_DIR", str(BASE_DIR / "data")))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "aicp.apps.AicpAdminConfig",  # django.contrib.admin, with a site whose lists survive any filter
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
