@@ -36,7 +36,7 @@ test: dev-venv
 # The scale-out pass: the marked subset on PostgreSQL with the Redis broker (`make services` starts both).
 PG_TEST_URL ?= postgresql://aicp:aicp@127.0.0.1:5432/aicp
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/0
-PG_MARKERS ?= postgres or money or training or cluster
+PG_MARKERS ?= postgres or money or training or cluster or races
 test-postgres: dev-venv
 	AICP_TEST_POSTGRES=1 DATABASE_URL=$(PG_TEST_URL) AICP_REDIS_URL=$(REDIS_TEST_URL) \
 		$(PY) -m pytest -m "$(PG_MARKERS)" $(PYTEST_ARGS)

@@ -84,9 +84,10 @@ def env_list(name: str, default: str) -> list[str]:
 # --- core -----------------------------------------------------------------------------------------------
 
 DEBUG = env_bool("DJANGO_DEBUG", True)
-_DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-0123456789abcdefghijklmnop"
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", _DEV_SECRET_KEY if DEBUG else "")
-if not DEBUG and (not SECRET_KEY or SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 50):
+# Public (it is in this file): fine on loopback, refused on any other address (aicp/checks.py).
+DEVELOPMENT_SECRET_KEY = "dev-only-insecure-secret-key-change-me-0123456789abcdefghijklmnop"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", DEVELOPMENT_SECRET_KEY if DEBUG else "")
+if not DEBUG and (not SECRET_KEY or SECRET_KEY == DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 50):
     raise ImproperlyConfigured(
         "DJANGO_SECRET_KEY must be set to a random string of at least 50 characters when DJANGO_DEBUG=0"
     )
@@ -99,7 +100,7 @@ DATA_DIR = Path(env_str("AICP_DATA_DIR", str(BASE_DIR / "data")))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "aicp.apps.AicpAdminConfig",  # django.contrib.admin, with a site whose lists survive any filter
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -120,6 +121,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: sees every error answer, whichever layer made it (aicp/api_errors.py).
+    "aicp.api_errors.JsonApiErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -224,6 +227,11 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "/admin/login/"
 
+# How many proxies in front of the web server append to X-Forwarded-For; the client is the address that
+# many entries from the right (users/client_address.py). 0 (the default): the header is the client's own
+# writing and is ignored, the socket's peer is the client. Too high a count lets clients pick their address.
+AICP_TRUSTED_PROXIES = env_int("AICP_TRUSTED_PROXIES", 0, minimum=0)
+
 THROTTLE_RATES = {
     "register": env_str("AICP_THROTTLE_REGISTER", "20/hour"),
     "token": env_str("AICP_THROTTLE_TOKEN", "60/minute"),
@@ -247,6 +255,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "aicp.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.exceptions.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": THROTTLE_RATES,
+    "NUM_PROXIES": AICP_TRUSTED_PROXIES,
 }
 
 SIMPLE_JWT = {

@@ -9,6 +9,10 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from django.views.defaults import page_not_found
+from rest_framework.exceptions import AuthenticationFailed
+
+from aicp.api_errors import error_body, is_page_path
+from users.authentication import JWTAuthentication
 
 
 def check_database() -> dict:
@@ -49,28 +53,49 @@ def llm_backend_status() -> dict:
     }
 
 
+def llm_health() -> dict:
+    """Which LLM answers tasks, for operators: the bundled simulator or the OpenAI API."""
+    base_url = settings.OPENAI_BASE_URL or "https://api.openai.com/v1"
+    if settings.AICP_LLM_SIMULATED:
+        # run_system hands the simulator a placeholder key: "a key is set" would read as a real backend.
+        return {"backend": "simulator", "base_url": base_url}
+    return {"backend": "openai", "base_url": base_url, "api_key_set": bool(settings.OPENAI_API_KEY)}
+
+
+def _is_operator(request: HttpRequest) -> bool:
+    """Staff by session (the dashboard's login) or by a bearer token; a bad token is just anonymous."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return bool(user.is_staff)
+    try:
+        authenticated = JWTAuthentication().authenticate(request)
+    except AuthenticationFailed:
+        return False
+    return authenticated is not None and bool(authenticated[0].is_staff)
+
+
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
+    """Anyone learns whether the service is up; only operators see what is behind it."""
     started = time.perf_counter()
     database = check_database()
     queue = check_queue()
-    body = {
-        "status": "ok" if database["ok"] and queue["ok"] else "degraded",
-        "database": database,
-        "queue": queue,
-        "llm": llm_backend_status(),
-        "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
-    }
-    return JsonResponse(body, status=200 if body["status"] == "ok" else 503)
-
-
-# The pages people browse; everything else is the JSON API.
-_HTML_PREFIXES = ("/admin/", "/dashboard", "/api/docs", "/static/")
+    up = database["ok"] and queue["ok"]
+    body: dict = {"status": "up" if up else "down"}
+    if _is_operator(request):
+        body |= {
+            "database": database,
+            "queue": queue,
+            "llm": llm_health(),
+            "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+    response = JsonResponse(body, status=200 if up else 503)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """handler404: a path no route matches answers in the API's error shape, not an HTML page."""
-    if request.path.startswith(_HTML_PREFIXES):
+    if is_page_path(request.path):
         return page_not_found(request, exception)
-    body = {"error": {"code": "not_found", "message": f"No resource at {request.path}."}}
-    return JsonResponse(body, status=404)
+    return JsonResponse(error_body(404, request.path), status=404)

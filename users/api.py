@@ -7,7 +7,6 @@ from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
@@ -18,6 +17,8 @@ from core.serializers import StrictJSONTypesMixin
 from ledger.models import Account
 from ledger.selectors import balance_for
 from users.services import buyer_register
+from users.throttles import AtomicRateThrottle
+from users.tokens import TokenRefreshSerializer
 
 
 def _minimum_password_length() -> int:
@@ -50,11 +51,11 @@ class NewPasswordField(serializers.CharField):
         super().__init__(**kwargs)
 
 
-class TokenThrottle(AnonRateThrottle):
+class TokenThrottle(AtomicRateThrottle):
     scope = "token"
 
 
-class RegisterThrottle(AnonRateThrottle):
+class RegisterThrottle(AtomicRateThrottle):
     scope = "register"
 
 
@@ -63,6 +64,7 @@ class ThrottledTokenObtainPairView(TokenObtainPairView):
 
 
 class ThrottledTokenRefreshView(TokenRefreshView):
+    serializer_class = TokenRefreshSerializer  # rotation in one transaction: a token cannot fork
     throttle_classes = [TokenThrottle]
 
 

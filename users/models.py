@@ -21,3 +21,23 @@ class User(AbstractUser):
     @property
     def is_operator(self) -> bool:
         return bool(self.is_staff)
+
+
+class ThrottleCounter(models.Model):
+    """One client's requests in its current window for one throttle scope (users/throttles.py).
+
+    The window opens at the client's first request and lasts the scope's period; the count only ever
+    moves by a conditional UPDATE, so concurrent requests cannot pass the limit together.
+    """
+
+    scope = models.CharField(max_length=32)
+    client = models.CharField(max_length=128)
+    hits = models.PositiveIntegerField()
+    window_started_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["scope", "client"], name="throttle_one_counter")]
+        indexes = [models.Index(fields=["scope", "window_started_at"], name="throttle_window")]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.client}: {self.hits}"

@@ -78,3 +78,72 @@ def test_it_throttles_submission_per_buyer(buyer_client, other_client, rates):
     # Per user: another buyer is not held back, and reading is not submitting.
     assert other_client.post("/tasks", body, format="json").status_code == 201
     assert buyer_client.get("/tasks").status_code == 200
+
+
+# --- the client address: forwarded headers are believed only behind trusted proxies ---------------------
+
+SIGNUP_LIMIT = "20/hour"  # AICP_THROTTLE_REGISTER's default
+
+
+def _sign_up(api_client, index: int, **headers):
+    body = {"username": f"spoofer-{index}", "password": DEFAULT_PASSWORD}
+    return api_client.post("/auth/register", body, format="json", **headers)
+
+
+def test_it_counts_sign_ups_with_spoofed_forwarded_addresses_as_one_client(api_client, rates):
+    rates("register", SIGNUP_LIMIT)
+
+    statuses = [
+        _sign_up(api_client, i, REMOTE_ADDR="198.51.100.7", HTTP_X_FORWARDED_FOR=f"10.0.{i}.1").status_code
+        for i in range(25)
+    ]
+
+    assert statuses == [201] * 20 + [429] * 5
+    from users.models import User
+
+    assert User.objects.filter(username__startswith="spoofer-").count() == 20
+
+
+def test_it_takes_the_address_the_trusted_proxy_appended(api_client, rates, settings):
+    settings.AICP_TRUSTED_PROXIES = 1
+    rates("register", "2/hour")
+    proxy = {"REMOTE_ADDR": "127.0.0.1"}
+
+    # The client writes whatever it likes on the left; the proxy appends the address it saw.
+    first = [
+        _sign_up(api_client, i, HTTP_X_FORWARDED_FOR=f"10.9.9.{i}, 203.0.113.5", **proxy).status_code
+        for i in range(3)
+    ]
+    other = _sign_up(api_client, 3, HTTP_X_FORWARDED_FOR="203.0.113.5, 203.0.113.6", **proxy)
+
+    assert first == [201, 201, 429]
+    assert other.status_code == 201, "another client behind the same proxy has its own limit"
+
+
+def test_it_ignores_the_forwarded_header_without_trusted_proxies(api_client, rates, settings):
+    settings.AICP_TRUSTED_PROXIES = 0
+    rates("register", "1/hour")
+    forwarded = {"HTTP_X_FORWARDED_FOR": "1.1.1.1"}
+    assert _sign_up(api_client, 0, REMOTE_ADDR="198.51.100.8", **forwarded).status_code == 201
+    # Same forwarded value, another peer: a separate client.
+    assert _sign_up(api_client, 1, REMOTE_ADDR="198.51.100.9", **forwarded).status_code == 201
+    assert _sign_up(api_client, 2, REMOTE_ADDR="198.51.100.8").status_code == 429
+
+
+def test_it_opens_a_new_window_when_the_old_one_is_over(api_client, rates):
+    from datetime import timedelta
+
+    from users.models import ThrottleCounter
+
+    rates("register", "1/hour")
+    assert _sign_up(api_client, 0).status_code == 201
+    refused = _sign_up(api_client, 1)
+    assert refused.status_code == 429 and 3500 < int(refused["Retry-After"]) <= 3600
+
+    # An hour later (the window's start moved back instead of the clock moving on).
+    counter = ThrottleCounter.objects.get(scope="register")
+    counter.window_started_at -= timedelta(hours=1)
+    counter.save()
+
+    assert _sign_up(api_client, 2).status_code == 201
+    assert ThrottleCounter.objects.get(scope="register").hits == 1

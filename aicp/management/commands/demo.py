@@ -231,13 +231,8 @@ class Command(BaseCommand):
         health = (
             response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
         )
-        llm = health.get("llm", {})
-        backend = (
-            "the LLM simulator" if llm.get("simulated") else f"a real LLM API ({llm.get('base_url', '?')})"
-        )
-        self.stdout.write(
-            f"Server {api.base_url}: {health.get('status', response.status_code)}, using {backend}."
-        )
+        # The LLM backend is in /health's details, which only operators see; the demo buyer is not one.
+        self.stdout.write(f"Server {api.base_url}: {health.get('status', response.status_code)}.")
 
     def _password_file(self, username: str) -> Path:
         return Path(settings.DATA_DIR) / f"demo-{slugify(username)}-password.txt"

@@ -23,8 +23,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from aicp.checks import insecure_bind_reason
 from core.perf.web import gunicorn_command
 
 BANNER = "=" * 78
@@ -63,6 +64,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # --host on the command line is invisible to the AICP_HOST system check: refuse it here too.
+        refused = insecure_bind_reason(options["host"], debug=settings.DEBUG, secret_key=settings.SECRET_KEY)
+        if refused:
+            raise CommandError(refused)
         children: list[tuple[str, subprocess.Popen]] = []
         child_env = os.environ.copy()
         child_env["PYTHONUNBUFFERED"] = "1"
