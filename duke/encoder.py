@@ -182,6 +182,24 @@ class MiniLMEncoder:
         raw = self._tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
         return [[self._cls, *truncate_head_tail(ids, v.body_tokens, v.head_tokens), self._sep] for ids in raw]
 
+    def _batches(self, ids: list[list[int]]) -> list[list[int]]:
+        """Text indices in batches of one token length each, longest first.
+
+        No padding at all, not only less of it: int8 scales each Linear layer's input by its range
+        over the whole batch, padded positions included, and their outlying activations moved a
+        text's vector away from its float32 one (paraphrase cosine 0.49 batched vs 0.54 alone).
+        Long texts are nearly all cut to the same length, so their batches stay full.
+        """
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        batches: list[list[int]] = []
+        for i in order:
+            last = batches[-1] if batches else None
+            if last and len(ids[last[0]]) == len(ids[i]) and len(last) < self.variant.batch_size:
+                last.append(i)
+            else:
+                batches.append([i])
+        return batches
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
@@ -190,12 +208,8 @@ class MiniLMEncoder:
         if not texts:
             return out
         ids = self.token_ids(texts)
-        # Longest first, so that each batch pads to lengths close to its own (and a memory spike,
-        # if any, comes at once).
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         with torch.inference_mode():
-            for start in range(0, len(order), self.variant.batch_size):
-                chunk = order[start : start + self.variant.batch_size]
+            for chunk in self._batches(ids):
                 width = len(ids[chunk[0]])
                 input_ids = torch.full((len(chunk), width), self._pad, dtype=torch.long)
                 mask = torch.zeros((len(chunk), width), dtype=torch.long)
