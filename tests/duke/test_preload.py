@@ -131,15 +131,15 @@ def test_it_loads_the_encoder_before_publishing_a_model_that_uses_embeddings(
     buyer_client, llm_settings, monkeypatch, preloader
 ):
     encoder_loads: list[str] = []
-    real_load = encoder._load_model
+    real_load = encoder._production_encoder
 
     def counting_load():
-        if encoder._model is None:
+        if encoder._encoder is None:
             encoder_loads.append(threading.current_thread().name)
         return real_load()
 
-    monkeypatch.setattr(encoder, "_model", None)  # as in a fresh web worker
-    monkeypatch.setattr(encoder, "_load_model", counting_load)
+    monkeypatch.setattr(encoder, "_encoder", None)  # as in a fresh web worker
+    monkeypatch.setattr(encoder, "_production_encoder", counting_load)
     install_production(data=_model_with_embeddings(), thresholds={TASK_TYPE: {"threshold": 0.0}})
 
     preloader.wake()
