@@ -48,7 +48,7 @@ def rows(buyer, llm_settings) -> None:
     from rest_framework_simplejwt.tokens import RefreshToken
 
     from duke.models import ModelVersion, RoutingState, TrainingTrigger
-    from tasks.services import Outcome, task_complete, task_fail
+    from tasks.services.lifecycle import Outcome, task_complete, task_fail
     from tests.factories import submit
 
     done = submit(buyer, "label me", labels=["spam", "ham"], task_type="mail")

@@ -16,10 +16,8 @@ def test_it_has_no_circle_among_app_modules_at_import_time():
     assert cycles(module_graph(EDGES, with_deferred=False)) == []
 
 
-def test_it_has_no_circle_hidden_in_a_function_level_import_outside_duke():
-    # duke's own jobs <-> services circle is issue 19 item 6, done on the duke branch.
-    hidden = cycles(module_graph(EDGES, with_deferred=True))
-    assert [found for found in hidden if any(not module.startswith("duke.") for module in found)] == []
+def test_it_has_no_circle_hidden_in_a_function_level_import():
+    assert cycles(module_graph(EDGES, with_deferred=True)) == []
 
 
 def test_it_has_no_app_importing_aicp():
