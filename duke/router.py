@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import transaction
 
 from duke.models import ModelVersion, RoutingState
-from duke.serving import needs_embedding, production_model
+from duke.serving import embeds_like_this_encoder, needs_embedding, production_model
 
 if TYPE_CHECKING:
     # duke.model maps torch (~200 MB per process): it is imported when a model is first used, so web and
@@ -125,6 +125,10 @@ def _route(*, text: str, labels: Sequence[str], task_type: str) -> RouteDecision
         return None
     if not all(label in model.label_index for label in labels):
         return None  # checked before encoding too: the encoder is the expensive part
+    if not embeds_like_this_encoder(model):
+        # Its confidences were calibrated on another encoder's vectors: they no longer mean what the
+        # certificate says. The next training (on re-encoded samples) serves again.
+        return None
     started = time.perf_counter()
     embedding = _embed(text) if needs_embedding(model) else None
     if embedding is False:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from django.db import close_old_connections, connection
 
 from duke import registry
+from duke.encoder import ENCODER_ID
 from duke.models import ModelVersion
 
 if TYPE_CHECKING:
@@ -39,6 +40,16 @@ def needs_embedding(model: TrainedModel) -> bool:
     One trained without any (no encoder installed) is calibrated without, and encoding would be wasted.
     """
     return bool(model.metadata.get("with_embedding", 1))
+
+
+def embeds_like_this_encoder(model: TrainedModel) -> bool:
+    """Whether the vectors this process's encoder makes are the ones the model was calibrated on.
+
+    A version trained before artifacts recorded their encoder (no `encoder_id`) is taken as compatible:
+    the encoder it knew agrees with today's at cosine >= 0.98 (tests/duke/test_encoder.py).
+    """
+    trained_with = model.metadata.get("encoder_id")
+    return not needs_embedding(model) or trained_with is None or trained_with == ENCODER_ID
 
 
 def warm_up(model: TrainedModel) -> None:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from duke.calibration import accuracy, fit_temperature
-from duke.encoder import torch_threads
+from duke.encoder import ENCODER_ID, torch_threads
 from duke.model import DukeNet, ModelConfig, OutOfFold, Sample, TrainedModel, masked
 from duke.training.config import TrainConfig
 from duke.training.data import NgramData, Rows, dense_data, folds_for, ngram_data, rows_of, score_logits
@@ -314,6 +314,8 @@ def train(
         "holdout_accuracy": sel.holdout_accuracy,
         "task_types": dict(sorted(Counter(s.task_type for s in samples).items())),
         "with_embedding": int(has_emb.sum()),
+        # The embedding view is calibrated on this encoder's vectors; serving refuses another encoder's.
+        "encoder_id": ENCODER_ID if int(has_emb.sum()) else None,
         "train_config": asdict(cfg),
         "train_seconds": round(time.perf_counter() - started, 3),
         "torch_version": str(torch.__version__),
