@@ -135,7 +135,7 @@ def possible_errors(operation: dict[str, Any], view: type | None) -> dict[str, s
     has_body = "requestBody" in operation
     errors: dict[str, str] = {}
     if has_body or any(p.get("in") in ("query", "header") for p in parameters):
-        errors["400"] = "Invalid input; `fields` names each offending field."
+        errors["400"] = "Invalid input; `fields` names each offending field, unknown keys included."
     if operation.get("security") != [{}]:
         errors["401"] = "Missing, invalid or expired credentials."
     if _checks_permissions(view):
