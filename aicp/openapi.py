@@ -135,7 +135,7 @@ def possible_errors(operation: dict[str, Any], view: type | None) -> dict[str, s
     has_body = "requestBody" in operation
     errors: dict[str, str] = {}
     if has_body or any(p.get("in") in ("query", "header") for p in parameters):
-        errors["400"] = "Invalid input; `fields` names each offending field."
+        errors["400"] = "Invalid input; `fields` names each offending field, unknown keys included."
     if operation.get("security") != [{}]:
         errors["401"] = "Missing, invalid or expired credentials."
     if _checks_permissions(view):
@@ -167,4 +167,15 @@ def add_error_responses(result: dict, generator: Any, request: Any, public: bool
                 # An error a view documented by hand (`OpenApiResponse(description=…)`) has the same body.
                 if code.isdigit() and int(code) >= 400 and "content" not in response:
                     response["content"] = _error_response("")["content"]
+            _close_request_bodies(operation, result["components"]["schemas"])
     return result
+
+
+def _close_request_bodies(operation: dict[str, Any], schemas: dict[str, Any]) -> None:
+    # Every write's input serializer refuses keys it does not know (core.serializers.RejectUnknownKeysMixin):
+    # the schema says so, or clients and schemathesis would take extra keys for allowed.
+    for media in (operation.get("requestBody") or {}).get("content", {}).values():
+        reference = media.get("schema", {}).get("$ref", "")
+        name = reference.rsplit("/", 1)[-1]
+        if name in schemas and schemas[name].get("type") == "object":
+            schemas[name]["additionalProperties"] = False

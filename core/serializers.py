@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -33,6 +34,26 @@ class StrictJSONTypesMixin:
                     errors[name] = ["Every item must be a string."]
             if errors:
                 raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class RejectUnknownKeysMixin:
+    # A key the serializer does not know is refused (400 naming it), never ignored: a typo such as
+    # "lables" would otherwise quietly turn a labeling task into a free-form one. For input serializers
+    # only (read-only fields are not writable, so naming one is refused too).
+
+    def unknown_key_message(self, key: str) -> str:
+        suggestion = difflib.get_close_matches(key, self._writable_field_names(), n=1)
+        return f"Unknown field; did you mean {suggestion[0]!r}?" if suggestion else "Unknown field."
+
+    def _writable_field_names(self) -> list[str]:
+        return [name for name, field in self.fields.items() if not field.read_only]  # type: ignore[attr-defined]
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(str(key) for key in set(data) - set(self._writable_field_names()))
+            if unknown:
+                raise serializers.ValidationError({key: [self.unknown_key_message(key)] for key in unknown})
         return super().to_internal_value(data)  # type: ignore[misc]
 
 

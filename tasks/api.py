@@ -6,19 +6,21 @@ import re
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from core.serializers import SharedFieldsMixin, StrictJSONTypesMixin
+from core.serializers import RejectUnknownKeysMixin, SharedFieldsMixin, StrictJSONTypesMixin
 from tasks.models import Task
 from tasks.selectors import task_get_visible, task_list_visible
 from tasks.services.feedback import task_feedback
 from tasks.services.idempotency import task_submit_idempotent
 from tasks.services.limits import SubmitLimit
 from tasks.services.submission import TaskRequest, task_submit
+from users.permissions import IsBuyerOrReadOnly
 
 MAX_DESCRIPTION = 8000
 MAX_LABELS = 100
@@ -118,7 +120,9 @@ class TaskOutputSerializer(SharedFieldsMixin, serializers.ModelSerializer):
         return plan
 
 
-class TaskSubmitInputSerializer(SharedFieldsMixin, StrictJSONTypesMixin, serializers.Serializer):
+class TaskSubmitInputSerializer(
+    SharedFieldsMixin, RejectUnknownKeysMixin, StrictJSONTypesMixin, serializers.Serializer
+):
     description = serializers.CharField(max_length=MAX_DESCRIPTION, trim_whitespace=True)
     complexity = serializers.IntegerField(min_value=MIN_COMPLEXITY, max_value=MAX_COMPLEXITY)
     task_type = serializers.SlugField(max_length=MAX_TASK_TYPE, required=False, allow_blank=True, default="")
@@ -146,23 +150,17 @@ class TaskSubmitInputSerializer(SharedFieldsMixin, StrictJSONTypesMixin, seriali
             raise serializers.ValidationError("Labels must be distinct.")
         return value
 
-    def to_internal_value(self, data: object) -> dict:
-        if isinstance(data, dict):
-            server_computed = (set(data) & set(TaskOutputSerializer.Meta.fields)) - set(self.fields)
-            if server_computed:
-                # Price, status, result, buyer, executed_by … are the server's: say so rather than ignore it.
-                raise serializers.ValidationError(
-                    {
-                        name: ["This field is computed by the server and cannot be set."]
-                        for name in sorted(server_computed)
-                    }
-                )
-        return super().to_internal_value(data)
+    def unknown_key_message(self, key: str) -> str:
+        if key in TaskOutputSerializer.Meta.fields:
+            # Price, status, result, buyer, executed_by … are the server's: say so, not just "unknown".
+            return "This field is computed by the server and cannot be set."
+        return super().unknown_key_message(key)
 
 
 class TaskListApi(APIView):
     # Declared on the class so the schema documents the paginated envelope the list really returns.
     pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
+    permission_classes = [IsAuthenticated, IsBuyerOrReadOnly]
 
     throttle_classes: list = []  # POST /tasks is limited inside its write (SubmitRate)
 
@@ -200,6 +198,7 @@ class TaskListApi(APIView):
         responses={
             201: TaskOutputSerializer,
             402: OpenApiResponse(description="Available balance below the quote; no task created."),
+            403: OpenApiResponse(description="buyers_only: an operator account cannot submit tasks."),
             404: OpenApiResponse(description="No active agent with the requested name."),
             409: OpenApiResponse(description="The same Idempotency-Key is still being processed."),
             422: OpenApiResponse(description="The Idempotency-Key was used with a different body."),
@@ -255,7 +254,7 @@ class TaskDetailApi(APIView):
 
 
 class TaskFeedbackApi(APIView):
-    class InputSerializer(StrictJSONTypesMixin, serializers.Serializer):
+    class InputSerializer(RejectUnknownKeysMixin, StrictJSONTypesMixin, serializers.Serializer):
         accepted = serializers.BooleanField()
         correct_label = serializers.CharField(
             max_length=MAX_LABEL_LENGTH, required=False, allow_blank=True, default="", trim_whitespace=True

@@ -13,12 +13,12 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from core.exceptions import DomainError
-from core.serializers import StrictJSONTypesMixin
+from core.serializers import RejectUnknownKeysMixin, StrictJSONTypesMixin
 from ledger.models import Account
 from ledger.selectors import balance_for
 from users.services import buyer_register
 from users.throttles import AtomicRateThrottle
-from users.tokens import TokenRefreshSerializer
+from users.tokens import TokenObtainPairSerializer, TokenRefreshSerializer
 
 
 def _minimum_password_length() -> int:
@@ -60,6 +60,7 @@ class RegisterThrottle(AtomicRateThrottle):
 
 
 class ThrottledTokenObtainPairView(TokenObtainPairView):
+    serializer_class = TokenObtainPairSerializer
     throttle_classes = [TokenThrottle]
 
 
@@ -71,7 +72,7 @@ class ThrottledTokenRefreshView(TokenRefreshView):
 class LogoutApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    class InputSerializer(StrictJSONTypesMixin, serializers.Serializer):
+    class InputSerializer(RejectUnknownKeysMixin, StrictJSONTypesMixin, serializers.Serializer):
         refresh = serializers.CharField()
 
     @extend_schema(request=InputSerializer, responses={204: None})
@@ -118,7 +119,7 @@ class RegisterApi(APIView):
     authentication_classes: list = []
     throttle_classes = [RegisterThrottle]
 
-    class InputSerializer(StrictJSONTypesMixin, serializers.Serializer):
+    class InputSerializer(RejectUnknownKeysMixin, StrictJSONTypesMixin, serializers.Serializer):
         username = serializers.RegexField(r"^[\w.@+-]+\Z", max_length=150)
         password = NewPasswordField()
 

@@ -22,8 +22,14 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
+from core.serializers import RejectUnknownKeysMixin
 
-class TokenRefreshSerializer(serializers.TokenRefreshSerializer):
+
+class TokenObtainPairSerializer(RejectUnknownKeysMixin, serializers.TokenObtainPairSerializer):
+    """simplejwt's pair serializer; a key it does not know is a 400, as on every write."""
+
+
+class TokenRefreshSerializer(RejectUnknownKeysMixin, serializers.TokenRefreshSerializer):
     """simplejwt's refresh serializer (same fields, same answers), rotating in one transaction."""
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:

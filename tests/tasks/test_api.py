@@ -2,6 +2,8 @@ import uuid
 
 import pytest
 
+from ledger.models import Account
+from ledger.selectors import balance_for
 from tasks.models import Task
 from tests.factories import submit
 
@@ -71,6 +73,39 @@ def test_it_refuses_server_computed_fields(buyer_client, field):
     assert response.status_code == 400
     assert field in response.json()["error"]["fields"]
     assert Task.objects.count() == 0
+
+
+def test_it_refuses_a_misspelt_key_naming_it_and_holds_nothing(buyer, buyer_client):
+    available = balance_for(user_id=buyer.pk, kind=Account.Kind.BUYER)
+    response = _post(buyer_client, lables=LABELS)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert error["fields"] == {"lables": ["Unknown field; did you mean 'labels'?"]}
+    assert error["message"].startswith("lables: ")
+    assert Task.objects.count() == 0
+    assert balance_for(user_id=buyer.pk, kind=Account.Kind.BUYER) == available
+    assert balance_for(user_id=buyer.pk, kind=Account.Kind.ESCROW) == 0
+
+
+def test_it_names_every_unknown_and_server_computed_key_at_once(buyer_client):
+    response = _post(buyer_client, labels=LABELS, colour="red", price="0")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {
+        "colour": ["Unknown field."],
+        "price": ["This field is computed by the server and cannot be set."],
+    }
+    assert Task.objects.count() == 0
+
+
+def test_it_refuses_an_operator_submitting_a_task_with_403(operator_client):
+    response = _post(operator_client)
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["code"] == "buyers_only"
+    assert "buyer" in error["message"]
+    assert Task.objects.count() == 0
+    assert operator_client.get("/tasks").status_code == 200  # reading stays open to operators
 
 
 def test_it_rejects_an_unknown_agent(buyer_client):

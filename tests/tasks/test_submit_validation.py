@@ -82,7 +82,8 @@ EDGES = [  # most are refused, a few accepted
     {"description": "x", "complexity": 1, "agent": "a" * 65},
     {"description": "x", "complexity": 1, "price": "0"},
     {"description": "x", "complexity": 1, "status": "completed"},
-    {"description": "x", "complexity": 1, "unknown": "ignored by DRF"},
+    {"description": "x", "complexity": 1, "unknown": "a key no field has"},
+    {"description": "x", "complexity": 1, "labels": ["a", "b"], "lables": ["a", "b"]},
 ]
 
 
@@ -98,13 +99,12 @@ def test_typical_bodies_are_accepted_with_trimmed_text_and_defaults(body):
     }
 
 
-def test_the_serializer_refuses_every_edge_but_a_slug_it_trims_and_an_unknown_key():
+def test_the_serializer_refuses_every_edge_but_a_slug_it_trims():
     accepted = [body for body in EDGES if _by_serializer(body) is not None]
-    # DRF's SlugField trims and its regex allows one trailing newline; unknown keys are the view's to refuse.
+    # DRF's SlugField trims and its regex allows one trailing newline.
     assert accepted == [
         {"description": "x", "complexity": 1, "task_type": "slug\n"},
         {"description": "x", "complexity": 1, "task_type": " padded "},
-        {"description": "x", "complexity": 1, "unknown": "ignored by DRF"},
     ]
 
 

@@ -3,6 +3,8 @@ from decimal import Decimal
 import pytest
 from rest_framework.test import APIClient
 
+from users.models import User
+
 pytestmark = pytest.mark.django_db
 
 PASSWORD = "a-Strong-pass-42"
@@ -66,6 +68,37 @@ def test_it_rotates_refresh_tokens_and_refuses_the_old_one(api_client):
     assert rotated.json()["refresh"] != tokens["refresh"]
     replay = api_client.post("/auth/token/refresh", {"refresh": tokens["refresh"]}, format="json")
     assert replay.status_code == 401
+
+
+def test_it_refuses_unknown_keys_on_every_auth_write(api_client):
+    from_register = api_client.post(
+        "/auth/register", {"username": "bob", "password": PASSWORD, "email": "b@example.com"}, format="json"
+    )
+    assert from_register.status_code == 400
+    assert from_register.json()["error"]["fields"] == {"email": ["Unknown field."]}
+    assert not User.objects.filter(username="bob").exists()
+    _register(api_client)
+    obtain = api_client.post(
+        "/auth/token", {"username": "alice", "password": PASSWORD, "pasword": PASSWORD}, format="json"
+    )
+    assert obtain.status_code == 400
+    assert obtain.json()["error"]["fields"] == {"pasword": ["Unknown field; did you mean 'password'?"]}
+    tokens = _tokens(api_client)
+    refresh = api_client.post(
+        "/auth/token/refresh", {"refresh": tokens["refresh"], "extra": 1}, format="json"
+    )
+    assert refresh.status_code == 400
+    assert "extra" in refresh.json()["error"]["fields"]
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
+    logout = api_client.post("/auth/logout", {"refresh": tokens["refresh"], "all": True}, format="json")
+    assert logout.status_code == 400
+    assert "all" in logout.json()["error"]["fields"]
+    # None of those was acted on: the refresh token is still good.
+    api_client.credentials()
+    assert (
+        api_client.post("/auth/token/refresh", {"refresh": tokens["refresh"]}, format="json").status_code
+        == 200
+    )
 
 
 def test_it_logs_out_by_blacklisting_the_refresh_token(api_client):

@@ -108,6 +108,17 @@ def test_it_refuses_an_operator_who_can_see_the_task(buyer, operator_client):
     assert response.json()["error"]["code"] == "not_task_owner"
 
 
+def test_it_refuses_an_unknown_key_and_records_no_verdict(buyer, buyer_client):
+    task = _llm_labeled(buyer)
+    response = _feedback(buyer_client, task, accepted=False, corect_label="ham")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {
+        "corect_label": ["Unknown field; did you mean 'correct_label'?"]
+    }
+    task.refresh_from_db()
+    assert task.accepted is None
+
+
 def test_it_answers_404_for_a_malformed_or_unknown_id(buyer_client):
     assert (
         buyer_client.post("/tasks/not-a-uuid/feedback", {"accepted": True}, format="json").status_code == 404
