@@ -114,7 +114,7 @@ def task_release_claims(
     )
     if released:
         delay_s = max(0.0, (not_before - now).total_seconds()) if not_before else 0.0
-        transaction.on_commit(lambda: queue.request_drain(delay_s=delay_s))
+        queue.request_drain_on_commit(delay_s=delay_s)
     return released
 
 
@@ -286,7 +286,7 @@ def task_retry_later(*, task_id: uuid.UUID, error: str, error_code: str, delay_s
         updated_at=now,
     )
     if released:
-        transaction.on_commit(lambda: queue.enqueue_execution(task_id, delay_s=delay_s))
+        queue.enqueue_execution_on_commit(task_id, delay_s=delay_s)
     return bool(released)
 
 
@@ -309,7 +309,7 @@ def task_requeue_expired() -> list[uuid.UUID]:
     # Claimable work with no drainer (a crash between commit and enqueue, a purged queue, a drainer that
     # died) must not wait for the next submission: ask for one; the drain slots make a spare request free.
     if requeued or claimable_tasks(now=now).exists():
-        transaction.on_commit(queue.request_drain)
+        queue.request_drain_on_commit()
     if requeued:
         logger.warning("Reaper re-queued %d task(s) whose lease expired", len(requeued))
     return requeued

@@ -25,7 +25,7 @@ from core.exceptions import (
     NotFound,
 )
 from core.perf.db import PreparedRow, insert_rows, prepare_row, process_connection
-from core.perf.group_commit import GroupCommit
+from core.perf.group_commit import Committed, GroupCommit
 from duke.router import RouteDecision, route
 from duke.services import audit as duke_audit
 from ledger import entries
@@ -205,7 +205,8 @@ def task_submit_many(*, submissions: Sequence[Submission]) -> list[Task | Domain
     Each is decided exactly as if submitted alone, one after the other in this order: the requested
     agent (read just before the writing transaction, so the quote uses its current reputation), the
     quote, the buyer's submit limit, spend cap and balance. The accepted ones share one transaction and
-    its INSERTs, and one request for a drainer when it commits.
+    its INSERTs, and one request for a drainer when it commits. Outside a caller's transaction, a failure
+    after the commit raises ``Committed`` with the outcomes (the tasks exist: never write them again).
 
     What does not depend on the balances (agents, quotes, the task rows' values) is done before the
     transaction begins: on SQLite it holds the database's one write lock from BEGIN, and every other
@@ -225,22 +226,43 @@ def task_submit_many(*, submissions: Sequence[Submission]) -> list[Task | Domain
         task = _quoted_task(buyer=submission.buyer, request=submission.request, agent=agents[name])
         quoted.append((len(outcomes), prepare_row(task), submission.limit))
         outcomes.append(None)
-    held = _hold_and_enqueue(items=[(row, limit) for _, row, limit in quoted])
+    after_commit: Committed | None = None
+    try:
+        held = _hold_and_enqueue(items=[(row, limit) for _, row, limit in quoted])
+    except Committed as committed:
+        held, after_commit = committed.results, committed
     for (index, _, _), outcome in zip(quoted, held, strict=True):
         outcomes[index] = outcome
     for task in held:
         if isinstance(task, Task):
             logger.info("Task %s SUBMITTED to %s at %s", task.short_id, task.agent.name, task.price)
+    if after_commit is not None:
+        raise Committed(outcomes) from after_commit.__cause__
     return outcomes  # type: ignore[return-value]
 
 
-@transaction.atomic
 def _hold_and_enqueue(*, items: Sequence[tuple[PreparedRow, SubmitLimit | None]]) -> list[Task | DomainError]:
-    """``_insert_held``, and one request for a drainer for the tasks held when the transaction commits."""
-    outcomes = _insert_held(items=items)
-    accepted = [outcome.id for outcome in outcomes if isinstance(outcome, Task)]
-    if accepted:
-        transaction.on_commit(lambda: queue.enqueue_executions(accepted))
+    """``_insert_held`` in a transaction, and one request for a drainer for the tasks held on commit.
+
+    The enqueue is guarded (it never raises); should anything else fail once the transaction has
+    committed, this raises ``Committed`` with the outcomes: the tasks exist and are held, and whoever
+    retries a failed write (group commit) must answer them, not write them again.
+    """
+    committed: list[bool] = []
+    outcomes: list[Task | DomainError] = []
+    try:
+        with transaction.atomic():
+            # Runs first of this transaction's commit callbacks (later ones may fail); inside a caller's
+            # transaction it runs at that one's commit, after this function has returned.
+            transaction.on_commit(lambda: committed.append(True))
+            outcomes = _insert_held(items=items)
+            accepted = [outcome.id for outcome in outcomes if isinstance(outcome, Task)]
+            if accepted:
+                queue.enqueue_executions_on_commit(accepted)
+    except Exception as error:
+        if committed:
+            raise Committed(outcomes) from error
+        raise
     return outcomes
 
 
@@ -302,7 +324,7 @@ def _submit_served_by_duke(
         audit=decision.audit,
     )
     if decision.audit:
-        transaction.on_commit(lambda: queue.enqueue_duke_audit(task.id))
+        queue.enqueue_duke_audit_on_commit(task.id)
     task.refresh_from_db()
     return task
 

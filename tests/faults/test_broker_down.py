@@ -87,7 +87,11 @@ def _holds_per_task(buyer) -> dict:
 def _assert_each_task_written_once(buyer, answers: list, start_balance: Decimal) -> list:
     statuses = [status for status, _ in answers]
     tasks = Task.objects.filter(buyer=buyer)
-    figures = {"answers": dict(Counter(statuses)), "tasks": tasks.count(), "holds": sum(_holds_per_task(buyer).values())}
+    figures = {
+        "answers": dict(Counter(statuses)),
+        "tasks": tasks.count(),
+        "holds": sum(_holds_per_task(buyer).values()),
+    }
     assert statuses == [201] * REQUESTS, figures
     answered = {body["id"] for _, body in answers}
     assert len(answered) == REQUESTS
