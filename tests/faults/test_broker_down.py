@@ -51,8 +51,12 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def redis_broker(own_redis: RedisServer, monkeypatch) -> RedisServer:
-    """This process enqueues to the test's own Redis (not the shared one, not inline)."""
+def redis_broker(own_redis: RedisServer, monkeypatch, settings) -> RedisServer:
+    """This process enqueues to the test's own Redis (not the shared one, not inline), and its cache is
+    there too: with Redis down, all of it is down, as in the scale-out setup."""
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": own_redis.url}
+    }
     monkeypatch.setattr(Conf, "SYNC", False)
     monkeypatch.setattr(Conf, "ORM", None)
     monkeypatch.setattr(Conf, "DJANGO_REDIS", None)
@@ -148,12 +152,24 @@ def _assert_ran_exactly_once(buyer, ids: list, start_balance: Decimal, simulator
     assert accounts == {Account.Kind.BUYER: start_balance - spent, Account.Kind.ESCROW: Decimal("0")}
 
 
+@pytest.mark.parametrize(
+    "cluster_during_outage", [False, True], ids=["cluster-started-after", "cluster-running"]
+)
 def test_it_writes_each_task_once_and_answers_201_while_redis_is_down_then_runs_each_once(
-    redis_broker, make_llm_simulator, start_cluster, settings, caplog
+    redis_broker, make_llm_simulator, start_cluster, settings, caplog, cluster_during_outage
 ):
     settings.AICP_SUBMIT_GROUP_MAX = GROUP_MAX
     buyer = make_buyer("redis-down")
     start_balance = Account.objects.get(user=buyer, kind=Account.Kind.BUYER).balance
+    simulator = make_llm_simulator()
+
+    def cluster():
+        # AICP_TEST_POSTGRES=1 only keeps tests.settings from dropping AICP_REDIS_URL in the cluster.
+        return start_cluster(
+            simulator.base_url, AICP_REDIS_URL=redis_broker.url, AICP_TEST_POSTGRES="1", **CLUSTER_SETTINGS
+        )
+
+    running = cluster() if cluster_during_outage else None
     redis_broker.stop()
 
     with caplog.at_level(logging.WARNING):
@@ -164,12 +180,7 @@ def test_it_writes_each_task_once_and_answers_201_while_redis_is_down_then_runs_
 
     # Redis comes back (empty): nothing was ever enqueued; the reaper finds the pending tasks.
     redis_broker.start()
-    simulator = make_llm_simulator()
-    # AICP_TEST_POSTGRES=1 only keeps tests.settings from dropping AICP_REDIS_URL in the cluster's process.
-    cluster = start_cluster(
-        simulator.base_url, AICP_REDIS_URL=redis_broker.url, AICP_TEST_POSTGRES="1", **CLUSTER_SETTINGS
-    )
-    _wait_until_completed(ids, cluster)
+    _wait_until_completed(ids, running or cluster())
     _assert_ran_exactly_once(buyer, ids, start_balance, simulator)
 
 
