@@ -245,25 +245,34 @@ def _hold_and_enqueue(*, items: Sequence[tuple[PreparedRow, SubmitLimit | None]]
     """``_insert_held`` in a transaction, and one request for a drainer for the tasks held on commit.
 
     The enqueue is guarded (it never raises); should anything else fail once the transaction has
-    committed, this raises ``Committed`` with the outcomes: the tasks exist and are held, and whoever
-    retries a failed write (group commit) must answer them, not write them again.
+    committed (a commit callback that is not guarded), this raises ``Committed`` with the outcomes: the
+    tasks exist and are held, and whoever retries a failed write (group commit) must answer them, not
+    write them again.
     """
-    committed: list[bool] = []
     outcomes: list[Task | DomainError] = []
+    accepted: list[uuid.UUID] = []
     try:
         with transaction.atomic():
-            # Runs first of this transaction's commit callbacks (later ones may fail); inside a caller's
-            # transaction it runs at that one's commit, after this function has returned.
-            transaction.on_commit(lambda: committed.append(True))
             outcomes = _insert_held(items=items)
             accepted = [outcome.id for outcome in outcomes if isinstance(outcome, Task)]
             if accepted:
                 queue.enqueue_executions_on_commit(accepted)
     except Exception as error:
-        if committed:
+        if accepted and _committed(accepted):
             raise Committed(outcomes) from error
         raise
     return outcomes
+
+
+def _committed(task_ids: Sequence[uuid.UUID]) -> bool:
+    """After an error left the submission's transaction: did it commit? The database says (this runs only
+    on that rare path; inside a caller's transaction nothing has committed yet)."""
+    if transaction.get_connection().in_atomic_block:
+        return False
+    try:
+        return Task.objects.filter(pk=task_ids[0]).exists()
+    except Exception:  # noqa: BLE001 - a database that cannot answer: the original error is raised
+        return False
 
 
 def _write_submission_group(group: Sequence[Submission]) -> list[Task | DomainError]:
