@@ -125,10 +125,9 @@ def _fire_reaper() -> None:
 
 def _wait_until_completed(ids: list, cluster, timeout_s: float = 240) -> None:
     deadline = time.monotonic() + timeout_s
-    t0 = time.monotonic()
+    _fire_reaper()
     while time.monotonic() < deadline:
         if Task.objects.filter(pk__in=ids, status=Task.Status.COMPLETED).count() == len(ids):
-            print("RECOVERED_AFTER_S", round(time.monotonic() - t0, 1), Schedule.objects.filter(name="reap-expired-leases").values_list("next_run", flat=True).first())
             return
         time.sleep(0.5)
     statuses = dict(Task.objects.filter(pk__in=ids).values_list("status").annotate(n=Count("id")))
