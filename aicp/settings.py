@@ -366,7 +366,16 @@ Q_CLUSTER: dict = {
     "sync": env_bool("AICP_Q_SYNC", False),
 }
 if AICP_REDIS_URL:
-    Q_CLUSTER["redis"] = AICP_REDIS_URL
+    # A Redis that drops packets (rather than refusing) would hold an enqueue for the OS's TCP timeout; a
+    # bounded connect lets the post-commit guard log and leave the task to the reaper within seconds.
+    _redis_connect_timeout = "socket_connect_timeout=" + str(
+        env_int("AICP_REDIS_CONNECT_TIMEOUT_S", 3, minimum=1)
+    )
+    Q_CLUSTER["redis"] = (
+        AICP_REDIS_URL
+        if "socket_connect_timeout" in AICP_REDIS_URL
+        else AICP_REDIS_URL + ("&" if "?" in AICP_REDIS_URL else "?") + _redis_connect_timeout
+    )
 else:
     Q_CLUSTER["orm"] = "default"
 
