@@ -1,11 +1,24 @@
-"""Housekeeping between a drainer's rounds: shared state, lease renewals, finding the next work, stopping."""
+"""Housekeeping between a drainer's rounds: shared state, lease renewals, finding the next work, stopping;
+and the lease watchdog every queue worker runs (the fast reaper).
+
+Recovery after a worker dies: a claimed task's lease (AICP_TASK_LEASE_S, 15 s by default) is renewed by the
+drainer holding it every few seconds while its call really runs, however long the call takes; a dead
+worker renews nothing. Every queue worker runs a watchdog thread that looks every AICP_REAPER_INTERVAL_S
+for leases that ran out and gives their tasks back (the minute schedule stays as a backstop), so a task
+held by a dead worker runs again within lease + interval seconds of the death, and only once.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import random
+import threading
 import time
 
 from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
 
 from agents.models import Agent
 from agents.ratelimit import (
@@ -15,9 +28,10 @@ from tasks.execution.flights import DRAIN_LEASE_S, POLL_S, SHARED_REFRESH_S, epo
 from tasks.execution.slots import drain_slot_acquire, drain_slot_release, drain_slot_renew
 from tasks.models import Task
 from tasks.queue import request_drain
-from tasks.selectors import claimable_tasks
+from tasks.selectors import claimable_tasks, drain_slots_busy
 from tasks.services.lifecycle import (
     task_extend_leases,
+    task_requeue_expired,
 )
 
 logger = logging.getLogger("tasks")
@@ -44,10 +58,14 @@ class Housekeeping:
             self.next_renew = now + self.renew_s
             if self.slot is not None:
                 drain_slot_renew(lease=self.slot, lease_s=DRAIN_LEASE_S)
-            # Leases outlive any one call, but not a long wait for permits: renew what we still hold
-            # before the reaper could think its worker died.
+            # The heartbeat: every claim held for at least one renewal interval (calls in flight, however
+            # long they take, and claims waiting for permits) gets a fresh lease, so the reaper never takes
+            # a task from a live worker unless this loop stalls for most of a lease.
+            lease_s = settings.AICP_TASK_LEASE_S
             held = [
-                f for f in [*self.inflight.values(), *self.waiting] if f.lease_ends - now < 2 * self.renew_s
+                f
+                for f in [*self.inflight.values(), *self.waiting]
+                if f.lease_ends - now <= lease_s - self.renew_s
             ]
             if held:
                 for flight in held:
@@ -123,3 +141,48 @@ class Housekeeping:
                 self._release([(f, time.time()) for f in self.waiting], error="", error_code="")
             except Exception:  # noqa: BLE001 — the leases expire and the reaper re-queues them anyway
                 logger.exception("Could not give back %d claimed task(s)", len(self.waiting))
+
+
+# --- the lease watchdog (the fast reaper) -----------------------------------------------------------------
+
+_watchdog_lock = threading.Lock()
+_watchdog_pid: int | None = None
+
+
+def reap_once() -> int:
+    """One look of the watchdog: expired leases go back to pending (and a drainer is asked for); pending
+    work that no drainer holds a slot for gets one. Reads only, unless something is to be done."""
+    now = timezone.now()
+    if Task.objects.filter(status=Task.Status.RUNNING, lease_until__lt=now).exists():
+        return len(task_requeue_expired())
+    if drain_slots_busy(slots=settings.AICP_DRAINERS, now=now) == 0 and claimable_tasks(now=now).exists():
+        request_drain()  # a drainer died with pending work and no running task to reap
+    return 0
+
+
+def _watch(interval_s: float) -> None:
+    # Workers start together: spread their looks over the interval.
+    time.sleep(random.uniform(0, interval_s))
+    while True:
+        try:
+            close_old_connections()
+            reap_once()
+        except Exception:  # noqa: BLE001 — a database hiccup must not end the watch; the next look retries
+            logger.exception("Lease watchdog could not look for expired leases")
+        time.sleep(interval_s)
+
+
+def start_lease_watchdog() -> bool:
+    """Starts this process's watchdog thread (once per process; a queue worker calls it when spawned)."""
+    global _watchdog_pid
+    from django_q.conf import Conf
+
+    if Conf.SYNC:
+        return False  # jobs run inline in the caller (django-q2 "spawns" its worker there): no worker to watch
+    with _watchdog_lock:
+        if _watchdog_pid == os.getpid():
+            return False
+        _watchdog_pid = os.getpid()
+    interval_s = settings.AICP_REAPER_INTERVAL_S
+    threading.Thread(target=_watch, args=(interval_s,), name="aicp-lease-watchdog", daemon=True).start()
+    return True
