@@ -178,7 +178,7 @@ def start_lease_watchdog() -> bool:
     from django_q.conf import Conf
 
     if Conf.SYNC:
-        return False  # jobs run inline in the caller (django-q2 "spawns" its worker there): no worker to watch
+        return False  # jobs run inline in the caller (django-q2 "spawns" its worker there): nothing to watch
     with _watchdog_lock:
         if _watchdog_pid == os.getpid():
             return False
