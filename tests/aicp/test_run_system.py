@@ -64,6 +64,7 @@ def test_it_starts_the_whole_system_and_stops_everything_on_sigint(tmp_path):
         PYTHONUNBUFFERED="1",
     )
     env.pop("AICP_REDIS_URL", None)
+    env.pop("AICP_Q_SYNC", None)  # tests.settings sets it for in-process jobs; `make run` queues them
     log_path = tmp_path / "run_system.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -142,6 +143,7 @@ def _start_run_system(tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
         PYTHONUNBUFFERED="1",
     )
     env.pop("AICP_REDIS_URL", None)
+    env.pop("AICP_Q_SYNC", None)  # tests.settings sets it for in-process jobs; `make run` queues them
     log_path = tmp_path / "run_system.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -167,7 +169,7 @@ def test_it_shows_progress_restarts_dead_children_and_leaves_no_process_after_ct
         return log_path.read_text(errors="replace")[-4000:]
 
     try:
-        wait_for(lambda: _health(base), 180, "the web server", details)
+        wait_for(lambda: "AICP is up" in log_path.read_text(), 180, "the system to start", details)
         log = log_path.read_text()
         steps = [
             "[2/5] migrating the database… (then: agents, simulator, workers and web server)",
