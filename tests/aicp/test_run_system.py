@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -233,3 +234,25 @@ def test_it_shows_progress_restarts_dead_children_and_leaves_no_process_after_ct
     wait_for(lambda: session_members(process.pid) == [], 15, "no process of the session left", details)
     assert process.returncode == 0, details()
     assert "Stopped: no process left." in log_path.read_text()
+
+
+def _make_dry_run(*args: str) -> str:
+    result = subprocess.run(
+        ["make", "-n", *args, "run"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+    )
+    return result.stdout
+
+
+@pytest.mark.skipif(
+    shutil.which("make") is None or not (REPO / ".venv" / ".runtime-installed").exists(),
+    reason="needs make and an installed .venv",
+)
+def test_make_run_installs_only_when_the_requirements_changed():
+    # Warm: the stamp is newer than requirements.txt, so pip does not run and step 1 is one line.
+    warm = _make_dry_run()
+    assert "pip install" not in warm
+    assert "[1/5] dependencies are installed" in warm and "manage.py run_system" in warm
+    # As if requirements.txt had just changed (-W: without touching it): pip runs, announced as step 1.
+    changed = _make_dry_run("-W", "requirements.txt")
+    assert "[1/5] installing dependencies" in changed and "pip install" in changed
+    assert changed.index("pip install") < changed.index("manage.py run_system")
