@@ -28,7 +28,7 @@ from tasks.execution.flights import DRAIN_LEASE_S, POLL_S, SHARED_REFRESH_S, epo
 from tasks.execution.slots import drain_slot_acquire, drain_slot_release, drain_slot_renew
 from tasks.models import Task
 from tasks.queue import request_drain
-from tasks.selectors import claimable_tasks, drain_slots_busy
+from tasks.selectors import claimable_tasks
 from tasks.services.lifecycle import (
     task_extend_leases,
     task_requeue_expired,
@@ -150,13 +150,15 @@ _watchdog_pid: int | None = None
 
 
 def reap_once() -> int:
-    """One look of the watchdog: expired leases go back to pending (and a drainer is asked for); pending
-    work that no drainer holds a slot for gets one. Reads only, unless something is to be done."""
-    now = timezone.now()
-    if Task.objects.filter(status=Task.Status.RUNNING, lease_until__lt=now).exists():
+    """One look of the watchdog: tasks whose lease ran out go back to pending and a drainer is asked for
+    (task_requeue_expired). One indexed read when nothing expired: no write lock, no job.
+
+    Pending work with no drainer and nothing expired (a drainer that died between claims) is left to the
+    minute reaper: looking for it here would start a drainer every few seconds while an agent's breaker
+    or a Retry-After keeps its tasks waiting.
+    """
+    if Task.objects.filter(status=Task.Status.RUNNING, lease_until__lt=timezone.now()).exists():
         return len(task_requeue_expired())
-    if drain_slots_busy(slots=settings.AICP_DRAINERS, now=now) == 0 and claimable_tasks(now=now).exists():
-        request_drain()  # a drainer died with pending work and no running task to reap
     return 0
 
 
