@@ -59,7 +59,7 @@ def test_a_killed_workers_tasks_run_again_within_seconds_and_are_paid_once(
     assert django_settings.AICP_TASK_LEASE_S == 15 and django_settings.AICP_REAPER_INTERVAL_S == 5
     # One drainer holds all three tasks, so the one worker calling the LLM is the one holding them.
     settings.AICP_DRAINERS = 1
-    simulator = make_llm_simulator(latency_ms=2000)  # long enough to kill the worker mid-call
+    simulator = make_llm_simulator(latency_ms=4000)  # long enough to kill the worker mid-call
     texts = [f"Recovery drill text {i}" for i in range(3)]
     for i, text in enumerate(texts):
         simulator.set_answer(text, LABELS[i])
@@ -72,6 +72,8 @@ def test_a_killed_workers_tasks_run_again_within_seconds_and_are_paid_once(
         lambda: cluster.workers_calling(simulator.port), 60, "a worker calling the LLM", cluster.log
     )
     wait_for(lambda: statuses(ids) == {Task.Status.RUNNING: 3}, 30, "all three tasks claimed", cluster.log)
+    # The simulator counts a request when it arrives, before its latency: all three calls are in flight.
+    wait_for(lambda: simulator.request_count == 3, 30, "the three calls to arrive", cluster.log)
     requests_before = simulator.request_count
     cluster.kill_worker(calling[0])
     killed_at = time.monotonic()
@@ -96,7 +98,7 @@ def test_a_killed_workers_tasks_run_again_within_seconds_and_are_paid_once(
         lease_s, interval_s = django_settings.AICP_TASK_LEASE_S, django_settings.AICP_REAPER_INTERVAL_S
         print(
             f"\nrecovery after kill -9 of a worker (lease {lease_s} s, watchdog every {interval_s} s, "
-            f"LLM latency 2 s): re-claimed after {reclaimed_s:.1f} s, completed after {completed_s:.1f} s; "
+            f"LLM latency 4 s): re-claimed after {reclaimed_s:.1f} s, completed after {completed_s:.1f} s; "
             f"{len(held)} task(s) held by the dead worker"
         )
 

@@ -44,6 +44,7 @@ STABLE_AFTER_S = 60.0  # a child that ran this long before dying starts again wi
 GIVE_UP_AFTER = 5  # consecutive deaths within STABLE_AFTER_S of their start: the child cannot run here
 SUPERVISE_POLL_S = 0.5
 PR_SET_PDEATHSIG = 1
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
@@ -55,6 +56,7 @@ def _child_setup() -> None:
     """In the child before exec: its own process group (so a terminal's Ctrl-C reaches run_system alone,
     and stopping the child's group stops everything it started), and SIGTERM if run_system dies."""
     os.setpgid(0, 0)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked in the parent around the fork
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
@@ -93,8 +95,13 @@ class Child:
     pgids: set[int] = field(default_factory=set)  # every group it ever had, for the final sweep
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.command, env=self.env, preexec_fn=_child_setup)
-        self.pgids.add(self.process.pid)
+        # A Ctrl-C between the fork and this bookkeeping would orphan the child: it waits until after.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            self.process = subprocess.Popen(self.command, env=self.env, preexec_fn=_child_setup)
+            self.pgids.add(self.process.pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         self.started_at = time.monotonic()
         self.restart_at = None
 
@@ -216,10 +223,10 @@ class Command(BaseCommand):
         self.stdout.write(f"      {len(names)} active agent(s): {', '.join(names) or 'none'}")
 
     def _start(self, child: Child) -> None:
+        self.children.append(child)  # first: a Ctrl-C right after the start finds it
         child.start()
         assert child.process is not None
         self.stdout.write(f"      started {child.name} (pid {child.process.pid})")
-        self.children.append(child)
 
     def _supervise(self) -> None:
         """Restarts children that die (the web server stays up when a worker cluster dies, and back)."""
@@ -259,7 +266,7 @@ class Command(BaseCommand):
     def _stop_all(self) -> None:
         """Stops every child and everything it started; returns when no process of theirs is left."""
         # A second Ctrl-C or SIGTERM must not cut the shutdown short and orphan a child.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         children = getattr(self, "children", [])
         for child in reversed(children):
