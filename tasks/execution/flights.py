@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from agents import llm
+from tasks.execution.watchdog import start_lease_watchdog
 from tasks.models import Task
 
 logger = logging.getLogger("tasks")
@@ -55,12 +56,10 @@ def io_loop() -> asyncio.AbstractEventLoop:
 
 def warm_up() -> None:
     """A queue worker has just started: its I/O loop and LLM client are ready before its first drainer, and
-    its lease watchdog (the fast reaper, tasks.execution.housekeeping) runs.
+    its lease watchdog (the fast reaper, tasks.execution.watchdog) runs.
 
     Otherwise the first drainer's first calls wait for the openai import, the client and its loop.
     """
-    from tasks.execution.housekeeping import start_lease_watchdog  # it imports this module
-
     start_lease_watchdog()
     llm.warm_up()
     # Clients are per base URL, key and timeout, not per model: this is the one every agent without a

@@ -1,24 +1,16 @@
-"""Housekeeping between a drainer's rounds: shared state, lease renewals, finding the next work, stopping;
-and the lease watchdog every queue worker runs (the fast reaper).
+"""Housekeeping between a drainer's rounds: shared state, lease renewals, finding the next work, stopping.
 
-Recovery after a worker dies: a claimed task's lease (AICP_TASK_LEASE_S, 15 s by default) is renewed by the
-drainer holding it every few seconds while its call really runs, however long the call takes; a dead
-worker renews nothing. Every queue worker runs a watchdog thread that looks every AICP_REAPER_INTERVAL_S
-for leases that ran out and gives their tasks back (the minute schedule stays as a backstop), so a task
-held by a dead worker runs again within lease + interval seconds of the death, and only once.
+The lease renewals are the heartbeat: a claimed task's lease (AICP_TASK_LEASE_S, 15 s by default) is
+renewed every few seconds while its call really runs, however long the call takes; a dead worker renews
+nothing, and the lease watchdog (tasks.execution.watchdog) gives its tasks back.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import random
-import threading
 import time
 
 from django.conf import settings
-from django.db import close_old_connections
-from django.utils import timezone
 
 from agents.models import Agent
 from agents.ratelimit import (
@@ -31,7 +23,6 @@ from tasks.queue import request_drain
 from tasks.selectors import claimable_tasks
 from tasks.services.lifecycle import (
     task_extend_leases,
-    task_requeue_expired,
 )
 
 logger = logging.getLogger("tasks")
@@ -141,50 +132,3 @@ class Housekeeping:
                 self._release([(f, time.time()) for f in self.waiting], error="", error_code="")
             except Exception:  # noqa: BLE001 — the leases expire and the reaper re-queues them anyway
                 logger.exception("Could not give back %d claimed task(s)", len(self.waiting))
-
-
-# --- the lease watchdog (the fast reaper) -----------------------------------------------------------------
-
-_watchdog_lock = threading.Lock()
-_watchdog_pid: int | None = None
-
-
-def reap_once() -> int:
-    """One look of the watchdog: tasks whose lease ran out go back to pending and a drainer is asked for
-    (task_requeue_expired). One indexed read when nothing expired: no write lock, no job.
-
-    Pending work with no drainer and nothing expired (a drainer that died between claims) is left to the
-    minute reaper: looking for it here would start a drainer every few seconds while an agent's breaker
-    or a Retry-After keeps its tasks waiting.
-    """
-    if Task.objects.filter(status=Task.Status.RUNNING, lease_until__lt=timezone.now()).exists():
-        return len(task_requeue_expired())
-    return 0
-
-
-def _watch(interval_s: float) -> None:
-    # Workers start together: spread their looks over the interval.
-    time.sleep(random.uniform(0, interval_s))
-    while True:
-        try:
-            close_old_connections()
-            reap_once()
-        except Exception:  # noqa: BLE001 — a database hiccup must not end the watch; the next look retries
-            logger.exception("Lease watchdog could not look for expired leases")
-        time.sleep(interval_s)
-
-
-def start_lease_watchdog() -> bool:
-    """Starts this process's watchdog thread (once per process; a queue worker calls it when spawned)."""
-    global _watchdog_pid
-    from django_q.conf import Conf
-
-    if Conf.SYNC:
-        return False  # jobs run inline in the caller (django-q2 "spawns" its worker there): nothing to watch
-    with _watchdog_lock:
-        if _watchdog_pid == os.getpid():
-            return False
-        _watchdog_pid = os.getpid()
-    interval_s = settings.AICP_REAPER_INTERVAL_S
-    threading.Thread(target=_watch, args=(interval_s,), name="aicp-lease-watchdog", daemon=True).start()
-    return True

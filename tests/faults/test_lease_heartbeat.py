@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from tasks import queue
 from tasks.execution.drainer import Drainer
-from tasks.execution.housekeeping import reap_once, start_lease_watchdog
+from tasks.execution.watchdog import reap_once, start_lease_watchdog
 from tasks.models import Task
 from tasks.services.lifecycle import task_claim
 from tests.factories import make_buyer, submit
@@ -48,7 +48,7 @@ def test_no_watchdog_thread_where_jobs_run_inline(settings):
 
 
 @pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_call_slower_than_two_leases_is_renewed_and_never_reaped(make_llm_simulator, settings, monkeypatch):
     simulator = make_llm_simulator(latency_ms=11_000)
     settings.OPENAI_BASE_URL = simulator.base_url
