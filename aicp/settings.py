@@ -390,7 +390,12 @@ AICP_LLM_MAX_ATTEMPTS = env_int("AICP_LLM_MAX_ATTEMPTS", 3, minimum=1)
 AICP_LLM_BACKOFF_S = env_float("AICP_LLM_BACKOFF_S", 0.5, minimum=0.0)
 AICP_TASK_MAX_ATTEMPTS = env_int("AICP_TASK_MAX_ATTEMPTS", 3, minimum=1)
 AICP_TASK_RETRY_DELAY_S = env_float("AICP_TASK_RETRY_DELAY_S", 5.0, minimum=0.0)
-AICP_TASK_LEASE_S = env_int("AICP_TASK_LEASE_S", 300, minimum=5)
+# Recovery after a worker dies (tasks.execution.housekeeping): a claimed task's lease, renewed every few
+# seconds by the drainer while its call runs (a slow call keeps its lease), and how often each queue
+# worker's watchdog looks for leases that ran out. A dead worker's tasks run again within about
+# lease + interval seconds.
+AICP_TASK_LEASE_S = env_int("AICP_TASK_LEASE_S", 15, minimum=5)
+AICP_REAPER_INTERVAL_S = env_float("AICP_REAPER_INTERVAL_S", 5.0, minimum=0.5)
 AICP_DEFAULT_AGENT = env_str("AICP_DEFAULT_AGENT", "openai-gpt-4o-mini")
 # How long a web process reuses a decoded JWT and the user row it read (core/perf/recent.py); 0 reads them
 # every time. A change made in another process (deactivating a user) applies within this time.

@@ -268,3 +268,26 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout=10)
         self.process = None
+
+
+# --- sessions (run_system's orphans) ------------------------------------------------------------------
+
+
+def session_members(sid: int) -> list[int]:
+    """Live processes of session `sid`, however deep or orphaned (re-parented to init) they are.
+
+    A process started with start_new_session=True leads a session of its own, and everything it starts
+    stays in it unless it calls setsid: what is left of it after it exits is found here.
+    """
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        fields = raw[raw.rfind(")") + 2 :].split()
+        if fields[0] not in ("Z", "X") and int(fields[3]) == sid:
+            members.append(int(entry.name))
+    return members
