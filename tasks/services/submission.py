@@ -38,6 +38,14 @@ from tasks import queue
 from tasks.models import Task
 from tasks.services.lifecycle import Outcome, task_complete
 from tasks.services.limits import SubmitLimit, check_spend_cap, check_submit_limit, created_in_window
+from tasks.services.repeat import (
+    RepeatAnswer,
+    repeat_agent,
+    repeat_answer_find,
+    repeat_complete,
+    repeat_key,
+    repeat_task,
+)
 from users.models import User
 
 logger = logging.getLogger("tasks")
@@ -87,6 +95,7 @@ def _quoted_task(*, buyer: User, request: TaskRequest, agent: Agent, **fields: o
         requested_agent=request.agent,
         agent=agent,
         price=price,
+        repeat_key=repeat_key(task_type=request.task_type, labels=request.labels, text=request.description),
         **fields,
     )
 
@@ -177,6 +186,11 @@ def task_submit(*, buyer: User, request: TaskRequest, limit: SubmitLimit | None 
     written with the others arriving in this process meanwhile (``task_submit_many``, group commit).
     """
     if request.agent == "auto" and request.labels:
+        answer = repeat_answer_find(
+            task_type=request.task_type, labels=request.labels, text=request.description
+        )
+        if answer is not None:
+            return _submit_served_by_repeat(buyer=buyer, request=request, answer=answer, limit=limit)
         duke = agent_duke()
         # Without an active Duke agent nobody could serve its answer: don't compute one.
         decision = (
@@ -303,6 +317,28 @@ def _submit_served_by_duke(
     )
     if decision.audit:
         transaction.on_commit(lambda: queue.enqueue_duke_audit(task.id))
+    task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def _submit_served_by_repeat(
+    *, buyer: User, request: TaskRequest, answer: RepeatAnswer, limit: SubmitLimit | None = None
+) -> Task:
+    """An identical labeling task was answered by an LLM within AICP_REPEAT_TTL (tasks.services.repeat):
+    quote (Duke's price), hold and payout in one transaction, no queue, no LLM call, no training sample."""
+    task = repeat_task(
+        buyer=buyer,
+        description=request.description,
+        complexity=request.complexity,
+        task_type=request.task_type,
+        labels=request.labels or (),
+        agent=repeat_agent(),
+    )
+    (outcome,) = _insert_held(items=[(prepare_row(task), limit)])
+    if isinstance(outcome, DomainError):
+        raise outcome
+    repeat_complete(answered=[(task, answer)])
     task.refresh_from_db()
     return task
 
