@@ -53,9 +53,10 @@ logger = logging.getLogger("tasks")
 
 MAX_JSON_ITEMS = 1_000
 MAX_NDJSON_ITEMS = 10_000
-# Tasks per multi-row INSERT: bounded so a statement stays under SQLite's variable limit and the
-# statements cached by shape (core.perf.db) stay few and small.
-WRITE_CHUNK = 200
+# Tasks per multi-row INSERT: bounded so a statement stays under SQLite's and PostgreSQL's limits on
+# parameters (32,766 and 65,535; a task row has ~30), and a remainder is split into powers of two so the
+# statements core.perf.db caches by their number of rows stay few.
+WRITE_CHUNK = 512
 
 
 class BatchInvalid(DomainError):
@@ -156,8 +157,8 @@ def _write(*, buyer: User, planned: Sequence[_Planned], limit: SubmitLimit | Non
     locked = entries.lock({available_key, escrow_key})  # this buyer's submissions wait for ours from here
     _check_budget(buyer=buyer, total=total, available=locked[available_key].balance)
     held = [p for p in planned if p.row is not None]
-    for start in range(0, len(held), WRITE_CHUNK):
-        chunk = held[start : start + WRITE_CHUNK]
+    for start, end in _chunks(len(held)):
+        chunk = held[start:end]
         for outcome in _insert_held(items=[(p.row, limit) for p in chunk if p.row is not None]):
             if isinstance(outcome, DomainError):
                 raise outcome  # the submit limit (429), or funds moved under us: the whole batch goes
@@ -188,6 +189,18 @@ def _write(*, buyer: User, planned: Sequence[_Planned], limit: SubmitLimit | Non
         len(planned) - len(queued) - len(answered),
     )
     return [p.task for p in planned]
+
+
+def _chunks(count: int) -> list[tuple[int, int]]:
+    """[start, end) ranges covering ``count`` items: WRITE_CHUNK at a time, the rest in powers of two."""
+    ranges = []
+    start = 0
+    while start < count:
+        left = count - start
+        size = WRITE_CHUNK if left >= WRITE_CHUNK else 1 << (left.bit_length() - 1)
+        ranges.append((start, start + size))
+        start += size
+    return ranges
 
 
 def _check_budget(*, buyer: User, total: Decimal, available: Decimal) -> None:
