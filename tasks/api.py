@@ -22,7 +22,6 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from core.exceptions import DomainError
-from core.parsers import JSONParser
 from core.serializers import RejectUnknownKeysMixin, SharedFieldsMixin, StrictJSONTypesMixin
 from tasks.export import EXPORT_FORMATS, EXPORT_TIME_FILTERS, export_filters, export_stream, task_export_pages
 from tasks.models import Task
@@ -332,6 +331,30 @@ class BatchTooLarge(DomainError):
     code = "payload_too_large"
 
 
+def _read_batch_body(stream: Any) -> bytes:
+    """The raw body, at most MAX_BATCH_BODY_BYTES (413 beyond; a chunked body has no Content-Length)."""
+    body = stream.read(MAX_BATCH_BODY_BYTES + 1) if stream is not None else b""
+    if len(body) > MAX_BATCH_BODY_BYTES:
+        raise BatchTooLarge(
+            f"The request body is larger than the {MAX_BATCH_BODY_BYTES} bytes a batch may have."
+        )
+    return body
+
+
+class BatchJSONParser(BaseParser):
+    """``application/json`` for POST /tasks/batch: a batch body may be larger than AICP_MAX_BODY_BYTES (up to
+    MAX_BATCH_BODY_BYTES), so it is read here rather than by DRF's JSONParser, which goes through
+    ``request.body`` and its limit. JSON nested too deep is a 400, as core.parsers.JSONParser answers."""
+
+    media_type = "application/json"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict | None = None) -> Any:
+        try:
+            return json.loads(_read_batch_body(stream).decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
+            raise ParseError(f"JSON parse error - {exc}") from exc
+
+
 class NDJSONParser(BaseParser):
     """``application/x-ndjson``: one JSON value per line. Lines that do not parse are kept as ``_BadLine``
     so the view reports them by index with the other invalid items; one trailing newline is allowed."""
@@ -340,7 +363,7 @@ class NDJSONParser(BaseParser):
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: dict | None = None) -> Any:
         try:
-            text = stream.read().decode("utf-8") if stream is not None else ""
+            text = _read_batch_body(stream).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ParseError("NDJSON parse error - the body is not UTF-8") from exc
         lines = text.split("\n")
@@ -375,8 +398,11 @@ def _messages(errors: object, prefix: str = "") -> list[str]:
 class TaskBatchInputSerializer(RejectUnknownKeysMixin, serializers.Serializer):
     """For the schema: each item is validated by TaskSubmitInputSerializer, the batch by the view."""
 
-    tasks = TaskSubmitInputSerializer(
-        many=True, help_text=f"1 to {MAX_JSON_ITEMS} tasks, as POST /tasks takes them."
+    tasks = serializers.ListField(
+        child=TaskSubmitInputSerializer(),
+        min_length=1,
+        max_length=MAX_JSON_ITEMS,
+        help_text=f"1 to {MAX_JSON_ITEMS} tasks, as POST /tasks takes them.",
     )
 
 
@@ -386,7 +412,7 @@ class TaskBatchOutputSerializer(serializers.Serializer):
 
 class TaskBatchApi(APIView):
     permission_classes = [IsAuthenticated, IsBuyerOrReadOnly]
-    parser_classes = [JSONParser, NDJSONParser]
+    parser_classes = [BatchJSONParser, NDJSONParser]
     throttle_classes: list = []  # each task counts against the submit limit inside the write (SubmitRate)
 
     @extend_schema(

@@ -34,6 +34,8 @@ EXPORT_TIME_FILTERS = {
     "completed_before": "Tasks finished before this time; unfinished tasks are left out.",
 }
 
+EXPORT_PARAMETERS = {"format", "status", "task_type", *EXPORT_TIME_FILTERS}
+
 
 @dataclass(frozen=True)
 class ExportFilters:
@@ -47,18 +49,21 @@ class ExportFilters:
 
 def export_filters(params: Mapping[str, str]) -> ExportFilters:
     """The query's filters, checked (a ValidationError naming the parameter when one is malformed)."""
-    errors: dict[str, list[str]] = {}
-    status = params.get("status") or None
+    errors: dict[str, list[str]] = {
+        name: ["Unknown parameter."] for name in sorted(set(params) - EXPORT_PARAMETERS)
+    }
+    status = params.get("status")
     if status is not None and status not in Task.Status.values:
         errors["status"] = [f"Must be one of {', '.join(Task.Status.values)}."]
     times: dict[str, datetime | None] = {}
     for name in EXPORT_TIME_FILTERS:
         raw = params.get(name)
-        if not raw:
+        if raw is None:
             times[name] = None
             continue
         try:
-            value = parse_datetime(raw.replace(" ", "+"))  # a "+" in a query string arrives as a space
+            # A "+" in a query string arrives as a space (an unencoded "+01:00" offset).
+            value = parse_datetime(raw.replace(" ", "+")) if raw else None
         except ValueError:
             value = None
         if value is None:

@@ -249,3 +249,31 @@ def test_the_ledger_is_exact_after_a_batch(buyer, buyer_client):
         LedgerEntry.objects.filter(kind=LedgerEntry.Kind.HOLD, account__kind=Account.Kind.ESCROW).count()
         == 300
     )
+
+
+def test_it_accepts_a_batch_larger_than_the_single_request_body_limit(buyer, buyer_client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
+    tasks = [_task(i, description=f"{i} " + "x" * 7000) for i in range(100)]  # ~700 KB
+    response = _post(buyer_client, tasks)
+    assert response.status_code == 201, response.content[:300]
+    ndjson = _post_ndjson(buyer_client, [json.dumps(t) for t in tasks])
+    assert ndjson.status_code == 201, ndjson.content[:300]
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-ndjson"])
+def test_it_answers_413_for_a_body_over_the_batch_limit(buyer, buyer_client, monkeypatch, content_type):
+    monkeypatch.setattr("tasks.api.MAX_BATCH_BODY_BYTES", 10_000)
+    available = _balance(buyer)
+    body = json.dumps({"tasks": [_task(i) for i in range(300)]})
+    if content_type != "application/json":
+        body = "\n".join(json.dumps(_task(i)) for i in range(300))
+    response = buyer_client.generic("POST", "/tasks/batch", body, content_type=content_type)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    _nothing_created(buyer, available)
+
+
+def test_it_answers_400_for_malformed_json(buyer, buyer_client):
+    response = buyer_client.generic("POST", "/tasks/batch", '{"tasks": [', content_type="application/json")
+    assert response.status_code == 400
+    assert Task.objects.count() == 0
