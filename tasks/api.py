@@ -410,11 +410,28 @@ class TaskBatchOutputSerializer(serializers.Serializer):
     tasks = TaskOutputSerializer(many=True, help_text="The tasks created, in input order.")
 
 
+def _request_body_required(method: Any) -> Any:
+    """Marks an @extend_schema'd view method's request body required: drf-spectacular leaves `required` off
+    when one media type's schema is given raw (the NDJSON string), though the endpoint needs a body."""
+    extended = method.kwargs["schema"]
+
+    class RequiredBodySchema(extended):
+        def _get_request_body(self, direction: str = "request") -> Any:
+            body = super()._get_request_body(direction)
+            if body is not None:
+                body["required"] = True
+            return body
+
+    method.kwargs["schema"] = RequiredBodySchema
+    return method
+
+
 class TaskBatchApi(APIView):
     permission_classes = [IsAuthenticated, IsBuyerOrReadOnly]
     parser_classes = [BatchJSONParser, NDJSONParser]
     throttle_classes: list = []  # each task counts against the submit limit inside the write (SubmitRate)
 
+    @_request_body_required
     @extend_schema(
         operation_id="tasks_batch_create",
         request={
@@ -458,6 +475,9 @@ class TaskBatchApi(APIView):
                 )
             ),
             403: OpenApiResponse(description="buyers_only: an operator account cannot submit tasks."),
+            404: OpenApiResponse(
+                description="agent_not_found: items name agents that do not exist (error.fields by index)."
+            ),
             409: OpenApiResponse(description="The same Idempotency-Key is still being processed."),
             413: OpenApiResponse(description=f"Body over {MAX_BATCH_BODY_BYTES} bytes."),
             422: OpenApiResponse(description="The Idempotency-Key was used with a different body."),

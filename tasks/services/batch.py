@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from agents.selectors import agent_duke
-from core.exceptions import DomainError, InsufficientFunds
+from core.exceptions import DomainError, InsufficientFunds, NotFound
 from core.perf.db import PreparedRow, prepare_row
 from duke.router import RouteDecision, route
 from ledger import entries
@@ -65,6 +65,13 @@ class BatchInvalid(DomainError):
     code = "invalid"
 
 
+class BatchAgentNotFound(BatchInvalid):
+    """Every refused item names an agent that does not exist: 404, as POST /tasks answers for one."""
+
+    status_code = 404
+    code = "agent_not_found"
+
+
 @dataclass
 class _Planned:
     task: Task  # quoted, not saved
@@ -98,6 +105,7 @@ def task_submit_batch(
 def _plan(*, buyer: User, requests: Sequence[TaskRequest]) -> list[_Planned]:
     agents: dict[str, Agent | DomainError] = {}
     errors: dict[str, list[str]] = {}
+    all_not_found = True
     for index, request in enumerate(requests):
         if request.agent not in agents:
             try:
@@ -107,9 +115,12 @@ def _plan(*, buyer: User, requests: Sequence[TaskRequest]) -> list[_Planned]:
         agent = agents[request.agent]
         if isinstance(agent, DomainError):
             errors[str(index)] = [f"agent: {agent.message}"]
+            all_not_found = all_not_found and isinstance(agent, NotFound)
     if errors:
-        raise BatchInvalid(
-            f"{len(errors)} of {len(requests)} tasks are invalid; nothing was submitted.", fields=errors
+        refusal = BatchAgentNotFound if all_not_found else BatchInvalid
+        raise refusal(
+            f"{len(errors)} of {len(requests)} tasks cannot be submitted; nothing was submitted.",
+            fields=errors,
         )
     auto_labeling = [r.agent == "auto" and bool(r.labels) for r in requests]
     keys = [

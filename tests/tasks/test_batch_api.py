@@ -93,13 +93,18 @@ def test_it_refuses_the_whole_batch_naming_each_invalid_item_by_index(buyer, buy
     _nothing_created(buyer, available)
 
 
-def test_it_refuses_an_unknown_agent_by_index(buyer, buyer_client):
+def test_it_refuses_unknown_or_unrequestable_agents_by_index(buyer, buyer_client):
     available = _balance(buyer)
     response = _post(buyer_client, [_task(0), _task(1, agent="no-such-agent"), _task(2, agent="duke")])
     assert response.status_code == 400
     fields = response.json()["error"]["fields"]
     assert set(fields) == {"1", "2"}
     assert "no-such-agent" in fields["1"][0]
+    # Only unknown agents: 404, as POST /tasks answers for one, still by index.
+    response = _post(buyer_client, [_task(0), _task(1, agent="no-such-agent")])
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "agent_not_found"
+    assert set(response.json()["error"]["fields"]) == {"1"}
     _nothing_created(buyer, available)
 
 
