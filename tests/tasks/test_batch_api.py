@@ -282,3 +282,36 @@ def test_it_answers_400_for_malformed_json(buyer, buyer_client):
     response = buyer_client.generic("POST", "/tasks/batch", '{"tasks": [', content_type="application/json")
     assert response.status_code == 400
     assert Task.objects.count() == 0
+
+
+def test_duke_serves_the_items_it_is_confident_about_inside_the_batch(buyer, buyer_client, monkeypatch):
+    from duke.models import ServedTask, TrainingData
+    from duke.router import RouteDecision
+
+    def route(*, text, labels, task_type):
+        confident = "obvious" in text
+        return (
+            RouteDecision(label="positive", confidence=0.99, model_version=1, audit=False)
+            if confident
+            else None
+        )
+
+    monkeypatch.setattr("tasks.services.batch.route", route)
+    available = _balance(buyer)
+    tasks = [
+        _task(0, description="an obvious one", labels=LABELS, task_type="sentiment"),
+        _task(1, description="a hard one", labels=LABELS, task_type="sentiment"),
+        _task(2, description="obvious but named", labels=LABELS, agent="openai-gpt-4o-mini"),
+    ]
+    response = _post(buyer_client, tasks)
+    assert response.status_code == 201, response.content
+    body = response.json()["tasks"]
+    assert [t["executed_by"] for t in body] == ["duke", None, None]
+    assert [t["status"] for t in body] == ["completed", "pending", "pending"]
+    assert body[0]["result"] == "positive"
+    assert body[0]["price"] == "0.0040"  # Duke's price: 0.0020 per unit
+    assert ServedTask.objects.filter(task_id=body[0]["id"]).exists()
+    assert not TrainingData.objects.exists()  # Duke's own answer is not a sample
+    total = sum((Decimal(t["price"]) for t in body), Decimal(0))
+    assert _balance(buyer) == available - total
+    assert _balance(buyer, Account.Kind.ESCROW) == Decimal(body[1]["price"]) + Decimal(body[2]["price"])
