@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from decimal import Decimal
@@ -210,6 +211,12 @@ def main() -> int:
         f"{'**met**' if ndjson_rate >= TARGET_TASKS_S else '**NOT met**'} ({ndjson_rate:.0f}/s). "
         f"Single POST /tasks p99 < {TARGET_P99_MS:.0f} ms at {args.clients} clients: "
         f"{'**met**' if p99 < TARGET_P99_MS else '**NOT met**'} ({p99:.1f} ms). "
+        f"Server CPU per accepted task: {json_phase.cpu_ms / args.batch_size:.3f} ms in a JSON batch, "
+        f"{single_phase.cpu_ms:.3f} ms for a single POST /tasks "
+        f"({single_phase.cpu_ms * args.batch_size / json_phase.cpu_ms:.1f}× as much), so with the "
+        f"{os.cpu_count()} cores to itself the server's CPU would allow about "
+        f"{os.cpu_count() * 1000 * args.batch_size / json_phase.cpu_ms:.0f} batch tasks/s (less the "
+        "writes SQLite serialises); the rates above are what it got on the shared machine. "
         f"Tasks created {created}, holds {holds}, tasks in 2xx answers (warm-ups included) {expected}: "
         f"{'consistent' if consistent else '**INCONSISTENT**'}. "
         f"Peak RSS of the web server (all workers): {mib(sampler.peaks.get('web', 0))}.",
