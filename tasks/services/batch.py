@@ -123,15 +123,30 @@ def _plan(*, buyer: User, requests: Sequence[TaskRequest]) -> list[_Planned]:
             fields=errors,
         )
     auto_labeling = [r.agent == "auto" and bool(r.labels) for r in requests]
-    keys = [
-        repeat_key(task_type=r.task_type, labels=r.labels, text=r.description) if wanted else ""
+    duke = agent_duke() if any(auto_labeling) else None
+    # Duke first, as POST /tasks decides: it answers what its certificate covers.
+    decisions = [
+        route(text=r.description, labels=r.labels or (), task_type=r.task_type)
+        if wanted and duke is not None
+        else None
         for r, wanted in zip(requests, auto_labeling, strict=True)
     ]
+    # Then the repeat store, for identical labeling tasks Duke does not take.
+    keys = [
+        repeat_key(task_type=r.task_type, labels=r.labels, text=r.description)
+        if wanted and decision is None
+        else ""
+        for r, wanted, decision in zip(requests, auto_labeling, decisions, strict=True)
+    ]
     answers = repeat_answers_find(keys=keys) if any(keys) else {}
-    duke = agent_duke() if any(auto_labeling) else None
     house = repeat_agent() if answers else None
     planned: list[_Planned] = []
-    for request, key, wanted in zip(requests, keys, auto_labeling, strict=True):
+    for request, key, decision in zip(requests, keys, decisions, strict=True):
+        if decision is not None and duke is not None:
+            # Written by _submit_served_by_duke in the batch's transaction; quoted here for the total.
+            task = _quoted_task(buyer=buyer, request=request, agent=duke)
+            planned.append(_Planned(task=task, decision=decision, request=request))
+            continue
         answer = answers.get(key) if key else None
         if answer is not None and house is not None:
             task = repeat_task(
@@ -143,16 +158,6 @@ def _plan(*, buyer: User, requests: Sequence[TaskRequest]) -> list[_Planned]:
                 agent=house,
             )
             planned.append(_Planned(task=task, row=prepare_row(task), answer=answer))
-            continue
-        decision = (
-            route(text=request.description, labels=request.labels or (), task_type=request.task_type)
-            if wanted and duke is not None
-            else None
-        )
-        if decision is not None and duke is not None:
-            # Written by _submit_served_by_duke in the batch's transaction; quoted here for the total.
-            task = _quoted_task(buyer=buyer, request=request, agent=duke)
-            planned.append(_Planned(task=task, decision=decision, request=request))
             continue
         agent = agents[request.agent]
         assert isinstance(agent, Agent)

@@ -20,7 +20,9 @@ Duke's own answers are not reused: Duke answers an identical text identically by
 certificate and audits (a suspended task type must not keep being answered from Duke's old outputs).
 Repeat answers are not reused either (their source is). Free-form tasks carry no key and are never
 answered from the store. Only tasks submitted with ``agent: "auto"`` are served from it: a buyer who names
-an agent gets that agent.
+an agent gets that agent. Duke comes first: a task its certificate covers is Duke's (at the same price);
+the store answers the identical tasks Duke does not take (before it is certified for the task type, or
+below its threshold).
 
 A repeat answer is executed by the ``repeat`` agent (``executed_by: "repeat"``): a house agent like Duke
 (backend ``duke``, so lifecycle records no training sample for it and settles it exactly like a

@@ -186,11 +186,6 @@ def task_submit(*, buyer: User, request: TaskRequest, limit: SubmitLimit | None 
     written with the others arriving in this process meanwhile (``task_submit_many``, group commit).
     """
     if request.agent == "auto" and request.labels:
-        answer = repeat_answer_find(
-            task_type=request.task_type, labels=request.labels, text=request.description
-        )
-        if answer is not None:
-            return _submit_served_by_repeat(buyer=buyer, request=request, answer=answer, limit=limit)
         duke = agent_duke()
         # Without an active Duke agent nobody could serve its answer: don't compute one.
         decision = (
@@ -202,6 +197,12 @@ def task_submit(*, buyer: User, request: TaskRequest, limit: SubmitLimit | None 
             return _submit_served_by_duke(
                 buyer=buyer, request=request, duke=duke, decision=decision, limit=limit
             )
+        # What Duke does not take, an identical task's stored LLM answer may (tasks.services.repeat).
+        answer = repeat_answer_find(
+            task_type=request.task_type, labels=request.labels, text=request.description
+        )
+        if answer is not None:
+            return _submit_served_by_repeat(buyer=buyer, request=request, answer=answer, limit=limit)
     submission = Submission(buyer, request, limit)
     if transaction.get_connection().in_atomic_block:
         # The caller's transaction decides when this commits, so it cannot join a group's.

@@ -204,3 +204,22 @@ def test_the_lookup_uses_the_partial_index(buyer):
         cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
         plan = " ".join(str(row) for row in cursor.fetchall())
     assert "task_repeat_lookup" in plan
+
+
+@pytest.mark.parametrize("route_module", ["tasks.services.submission", "tasks.services.batch"])
+def test_duke_comes_first_when_its_certificate_covers_the_task(
+    buyer, buyer_client, monkeypatch, route_module
+):
+    from duke.router import RouteDecision
+
+    _answered(buyer, result="negative")
+    decision = RouteDecision(label="positive", confidence=0.99, model_version=1, audit=False)
+    monkeypatch.setattr(f"{route_module}.route", lambda **_: decision)
+    body = {"description": TEXT, "complexity": 2, "task_type": "sentiment", "labels": LABELS}
+    if route_module.endswith("batch"):
+        response = buyer_client.post("/tasks/batch", {"tasks": [body]}, format="json")
+        task = response.json()["tasks"][0]
+    else:
+        task = buyer_client.post("/tasks", body, format="json").json()
+    assert task["executed_by"] == "duke"
+    assert task["result"] == "positive"
