@@ -31,7 +31,8 @@ from tasks.services.batch import (
     MAX_NDJSON_ITEMS,
     BatchInvalid,
     batch_fingerprint,
-    task_submit_batch,
+    batch_plan,
+    batch_write,
 )
 from tasks.services.feedback import task_feedback
 from tasks.services.idempotency import idempotent, task_submit_idempotent
@@ -512,9 +513,12 @@ class TaskBatchApi(APIView):
                 fields=errors,
             )
         limit = SubmitRate().limit()
+        # Planned (agents, Duke, repeat answers, quotes) before the idempotency key's transaction, which on
+        # SQLite holds the write lock from its BEGIN.
+        plan = batch_plan(buyer=request.user, requests=requests)
 
         def create() -> tuple[Task, dict]:
-            tasks = task_submit_batch(buyer=request.user, requests=requests, limit=limit)
+            tasks = batch_write(buyer=request.user, plan=plan, limit=limit)
             return tasks[0], {"tasks": [TaskOutputSerializer.render(task) for task in tasks]}
 
         if key is None:

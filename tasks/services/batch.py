@@ -98,8 +98,19 @@ def task_submit_batch(
     Agents, repeat answers, Duke's routing and quotes are worked out before the writing transaction
     begins (on SQLite it holds the database's one write lock from BEGIN).
     """
-    planned = _plan(buyer=buyer, requests=requests)
-    return _write(buyer=buyer, planned=planned, limit=limit)
+    return batch_write(buyer=buyer, plan=batch_plan(buyer=buyer, requests=requests), limit=limit)
+
+
+def batch_plan(*, buyer: User, requests: Sequence[TaskRequest]) -> list[_Planned]:
+    """What does not need the write lock: agents (BatchInvalid / BatchAgentNotFound by index), Duke's
+    decisions, repeat answers, quotes and the rows to insert. Nothing is written (but the repeat agent, once).
+    """
+    return _plan(buyer=buyer, requests=requests)
+
+
+def batch_write(*, buyer: User, plan: Sequence[_Planned], limit: SubmitLimit | None = None) -> list[Task]:
+    """A batch_plan written all-or-nothing in one transaction (402 on funds, 429 on the submit limit)."""
+    return _write(buyer=buyer, planned=plan, limit=limit)
 
 
 def _plan(*, buyer: User, requests: Sequence[TaskRequest]) -> list[_Planned]:
