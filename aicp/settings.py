@@ -428,6 +428,9 @@ if AICP_PLATFORM_FEE >= 1:
     raise ImproperlyConfigured(f"AICP_PLATFORM_FEE={AICP_PLATFORM_FEE} is a fraction of the price: below 1")
 AICP_DAILY_SPEND_CAP = env_decimal("AICP_DAILY_SPEND_CAP", "", allow_empty=True)
 AICP_IDEMPOTENCY_TTL_H = env_int("AICP_IDEMPOTENCY_TTL_H", 24, minimum=1)
+# Exact repeat answers (tasks/services/repeat.py): seconds an LLM answer to a labeling task is reused for an
+# identical one (same task type, label set, normalised text); 0 turns the repeat store off. Default 7 days.
+AICP_REPEAT_TTL = env_int("AICP_REPEAT_TTL", 7 * 24 * 3600, minimum=0)
 
 # --- Duke -----------------------------------------------------------------------------------------------
 

@@ -58,6 +58,9 @@ class Task(models.Model):
     not_before = models.DateTimeField(null=True, blank=True, help_text="Retry backoff: not claimed before.")
     accepted = models.BooleanField(null=True, blank=True, help_text="Buyer feedback.")
     correct_label = models.CharField(max_length=200, blank=True, default="")
+    # A labeling task's exact-repeat key (tasks.services.repeat): sha256 of its task type, label set and
+    # normalised text; empty for free-form tasks, which are never answered from the repeat store.
+    repeat_key = models.CharField(max_length=64, blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -68,6 +71,13 @@ class Task(models.Model):
         indexes = [
             models.Index(fields=["buyer", "-created_at"]),
             models.Index(fields=["status", "lease_until"]),
+            # The repeat store's lookup: the newest answer to an identical labeling task (partial: free-form
+            # tasks, the majority by size, carry no key and cost the index nothing).
+            models.Index(
+                fields=["repeat_key", "-finished_at"],
+                name="task_repeat_lookup",
+                condition=~models.Q(repeat_key=""),
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -38,6 +38,14 @@ from tasks import queue
 from tasks.models import Task
 from tasks.services.lifecycle import Outcome, task_complete
 from tasks.services.limits import SubmitLimit, check_spend_cap, check_submit_limit, created_in_window
+from tasks.services.repeat import (
+    RepeatAnswer,
+    repeat_agent,
+    repeat_answer_find,
+    repeat_complete,
+    repeat_key,
+    repeat_task,
+)
 from users.models import User
 
 logger = logging.getLogger("tasks")
@@ -87,6 +95,7 @@ def _quoted_task(*, buyer: User, request: TaskRequest, agent: Agent, **fields: o
         requested_agent=request.agent,
         agent=agent,
         price=price,
+        repeat_key=repeat_key(task_type=request.task_type, labels=request.labels, text=request.description),
         **fields,
     )
 
@@ -188,6 +197,12 @@ def task_submit(*, buyer: User, request: TaskRequest, limit: SubmitLimit | None 
             return _submit_served_by_duke(
                 buyer=buyer, request=request, duke=duke, decision=decision, limit=limit
             )
+        # What Duke does not take, an identical task's stored LLM answer may (tasks.services.repeat).
+        answer = repeat_answer_find(
+            task_type=request.task_type, labels=request.labels, text=request.description
+        )
+        if answer is not None:
+            return _submit_served_by_repeat(buyer=buyer, request=request, answer=answer, limit=limit)
     submission = Submission(buyer, request, limit)
     if transaction.get_connection().in_atomic_block:
         # The caller's transaction decides when this commits, so it cannot join a group's.
@@ -334,6 +349,28 @@ def _submit_served_by_duke(
     )
     if decision.audit:
         queue.enqueue_duke_audit_on_commit(task.id)
+    task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def _submit_served_by_repeat(
+    *, buyer: User, request: TaskRequest, answer: RepeatAnswer, limit: SubmitLimit | None = None
+) -> Task:
+    """An identical labeling task was answered by an LLM within AICP_REPEAT_TTL (tasks.services.repeat):
+    quote (Duke's price), hold and payout in one transaction, no queue, no LLM call, no training sample."""
+    task = repeat_task(
+        buyer=buyer,
+        description=request.description,
+        complexity=request.complexity,
+        task_type=request.task_type,
+        labels=request.labels or (),
+        agent=repeat_agent(),
+    )
+    (outcome,) = _insert_held(items=[(prepare_row(task), limit)])
+    if isinstance(outcome, DomainError):
+        raise outcome
+    repeat_complete(answered=[(task, answer)])
     task.refresh_from_db()
     return task
 
