@@ -126,3 +126,7 @@ class TaskAdmin(admin.ModelAdmin):
 class IdempotencyKeyAdmin(ReadOnlyAdmin):
     list_display = ("user", "key", "task", "created_at")
     search_fields = ("key", "user__username")
+
+
+# Webhook deliveries (issue 21): registered by their own module.
+from tasks.webhooks.admin import WebhookDeliveryAdmin  # noqa: E402, F401

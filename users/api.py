@@ -16,7 +16,8 @@ from core.exceptions import DomainError
 from core.serializers import RejectUnknownKeysMixin, StrictJSONTypesMixin
 from ledger.models import Account
 from ledger.selectors import balance_for
-from users.services import buyer_register
+from users.models import User
+from users.services import buyer_register, user_rotate_webhook_secret
 from users.throttles import AtomicRateThrottle
 from users.tokens import TokenObtainPairSerializer, TokenRefreshSerializer
 
@@ -98,6 +99,10 @@ class MeApi(APIView):
         held = serializers.DecimalField(
             max_digits=19, decimal_places=4, help_text="Held in escrow for unfinished tasks."
         )
+        webhook_secret = serializers.CharField(
+            help_text="Key of the HMAC-SHA256 in your webhooks' AICP-Signature header; POST "
+            "/auth/webhook-secret rotates it."
+        )
 
     @extend_schema(responses=OutputSerializer)
     def get(self, request: Request) -> Response:
@@ -109,9 +114,24 @@ class MeApi(APIView):
                     "role": user.role,
                     "balance": balance_for(user_id=user.pk, kind=Account.Kind.BUYER),
                     "held": balance_for(user_id=user.pk, kind=Account.Kind.ESCROW),
+                    # Read now, not from the request's user (possibly reused for a few seconds): a
+                    # rotation shows at once.
+                    "webhook_secret": User.objects.values_list("webhook_secret", flat=True).get(pk=user.pk),
                 }
             ).data
         )
+
+
+class WebhookSecretApi(APIView):
+    """Rotates the caller's webhook signing secret; the answer carries the new one."""
+
+    class OutputSerializer(serializers.Serializer):
+        webhook_secret = serializers.CharField()
+
+    @extend_schema(request=None, responses={200: OutputSerializer})
+    def post(self, request: Request) -> Response:
+        secret = user_rotate_webhook_secret(user_id=request.user.pk)
+        return Response(self.OutputSerializer({"webhook_secret": secret}).data)
 
 
 class RegisterApi(APIView):

@@ -50,6 +50,8 @@ class TaskRequest:
     task_type: str = ""
     labels: tuple[str, ...] | None = None
     agent: str = "auto"
+    callback_url: str = ""  # checked by tasks.webhooks.addresses before it gets here
+    priority: str = Task.Priority.NORMAL
 
 
 def _resolve_agent(requested: str) -> Agent:
@@ -87,6 +89,8 @@ def _quoted_task(*, buyer: User, request: TaskRequest, agent: Agent, **fields: o
         requested_agent=request.agent,
         agent=agent,
         price=price,
+        callback_url=request.callback_url,
+        priority=request.priority,
         **fields,
     )
 
@@ -345,5 +349,7 @@ def task_resubmit(*, task_id: uuid.UUID) -> Task:
             task_type=original.task_type,
             labels=tuple(original.labels) if original.labels else None,
             agent=original.requested_agent,
+            callback_url=original.callback_url,
+            priority=original.priority,
         ),
     )
