@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -43,10 +44,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_select_related = ("task",)
     inlines = [WebhookAttemptInline]
     actions = ["resend"]
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        # Actions need "change" permission on the changelist; the rows themselves stay read-only.
-        return obj is None and request.user.has_perm("tasks.change_webhookdelivery")
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     @admin.action(description="Re-send selected webhooks now (a fresh 24 h of retries)")
     def resend(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
