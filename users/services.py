@@ -38,7 +38,12 @@ def buyer_register(*, username: str, password: str) -> User:
 
 @transaction.atomic
 def user_rotate_webhook_secret(*, user_id: int) -> str:
-    """A new webhook signing secret for the user; deliveries sent from now on are signed with it."""
-    secret = new_webhook_secret()
-    User.objects.filter(pk=user_id).update(webhook_secret=secret)
-    return secret
+    """A new webhook signing secret for the user; deliveries sent from now on are signed with it.
+
+    Saved (not updated in bulk) so this process forgets the user rows it reuses (users.authentication);
+    another process shows the new secret in GET /auth/me within AICP_RECENT_ROWS_S.
+    """
+    user = User.objects.select_for_update().get(pk=user_id)
+    user.webhook_secret = new_webhook_secret()
+    user.save(update_fields=["webhook_secret"])
+    return user.webhook_secret
