@@ -58,6 +58,8 @@ class TaskOutputSerializer(SharedFieldsMixin, serializers.ModelSerializer):
     agent = serializers.CharField(source="agent.name")
     executed_by = serializers.CharField(source="executed_by.name", allow_null=True, default=None)
     buyer = serializers.CharField(source="buyer.username")
+    # A string, not a "uri": empty when the task has no webhook.
+    callback_url = serializers.CharField(help_text="Signed webhook on completion or failure; empty: none.")
 
     class Meta:
         model = Task
