@@ -484,3 +484,10 @@ AICP_WEBHOOK_TIMEOUT_S = env_float("AICP_WEBHOOK_TIMEOUT_S", 5.0, minimum=0.05)
 AICP_WEBHOOK_BACKOFF_S = env_float("AICP_WEBHOOK_BACKOFF_S", 10.0, minimum=0.0)
 AICP_WEBHOOK_BACKOFF_MAX_S = env_float("AICP_WEBHOOK_BACKOFF_MAX_S", 3600.0, minimum=0.0)
 AICP_WEBHOOK_RETRY_WINDOW_S = env_float("AICP_WEBHOOK_RETRY_WINDOW_S", 24 * 3600.0, minimum=0.0)
+
+# --- Batch API priority (issue 21 item 4) ----------------------------------------------------------------
+
+# A "priority": "batch" task is priced at its quote less this fraction of its estimated LLM token cost.
+AICP_BATCH_DISCOUNT = env_decimal("AICP_BATCH_DISCOUNT", "0.5")
+# At most this many tasks per Batch API job (one JSONL file).
+AICP_BATCH_MAX_TASKS = env_int("AICP_BATCH_MAX_TASKS", 5000, minimum=1)

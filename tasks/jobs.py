@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 
+from tasks.execution import batches as llm_batches
 from tasks.execution.drainer import drain
 from tasks.execution.single import run_duke_audit, run_task
 from tasks.execution.slots import SlotLease
@@ -41,3 +42,8 @@ def webhook_event(task_id: str, event: str) -> None:
 def webhook_attempt(delivery_id: str) -> None:
     """A retry (or an operator's re-send) of a webhook delivery."""
     deliver(uuid.UUID(delivery_id))
+
+
+def run_llm_batches() -> tuple[int, int]:
+    """Batch-priority tasks: submit the pending ones as Batch API jobs, poll those in progress."""
+    return llm_batches.run()

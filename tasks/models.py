@@ -198,3 +198,30 @@ class WebhookAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number}: {self.status_code or self.error[:40]}"
+
+
+class LLMBatch(models.Model):
+    """One OpenAI Batch API job: the batch-priority tasks of one agent sent together (issue 21 item 4)."""
+
+    class Status(models.TextChoices):
+        IN_PROGRESS = "in_progress", "In progress"
+        COMPLETED = "completed", "Completed"
+        FELL_BACK = "fell_back", "Fell back to normal execution"
+
+    id = models.UUIDField(primary_key=True, default=time_ordered_uuid, editable=False)
+    agent = models.ForeignKey("agents.Agent", on_delete=models.PROTECT, related_name="llm_batches")
+    provider_batch_id = models.CharField(max_length=128, unique=True)
+    task_ids = models.JSONField(default=list, help_text="The tasks in the batch (their ids as strings).")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.IN_PROGRESS)
+    provider_status = models.CharField(max_length=16, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        verbose_name = "LLM batch"
+        verbose_name_plural = "LLM batches"
+
+    def __str__(self) -> str:
+        return f"{self.provider_batch_id} ({len(self.task_ids)} tasks, {self.status})"

@@ -105,7 +105,7 @@ def claimable_tasks(
     now = now or timezone.now()
     tasks = Task.objects.filter(
         Q(not_before__isnull=True) | Q(not_before__lte=now), status=Task.Status.PENDING
-    )
+    ).exclude(priority=Task.Priority.BATCH)  # the Batch API collector's (tasks.execution.batches)
     if only_agent_id is not None:
         tasks = tasks.filter(agent_id=only_agent_id)
     if exclude_agent_ids:
