@@ -390,3 +390,21 @@ def test_it_refuses_at_delivery_a_url_that_became_private(
     assert receiver.received == []
     attempt = WebhookDelivery.objects.get(task=task).attempt_log.get()
     assert attempt.status_code is None and attempt.error.startswith("refused:")
+
+
+def test_it_keeps_the_idempotency_fingerprint_of_a_request_without_the_new_fields():
+    import hashlib
+
+    from tasks.services.idempotency import request_fingerprint
+
+    before = '{"agent":"auto","complexity":1,"description":"x","labels":null,"task_type":""}'
+    assert (
+        request_fingerprint(TaskRequest(description="x", complexity=1))
+        == hashlib.sha256(before.encode()).hexdigest()
+    )
+    assert request_fingerprint(
+        TaskRequest(description="x", complexity=1, callback_url="https://93.184.216.34/")
+    ) != (request_fingerprint(TaskRequest(description="x", complexity=1)))
+    assert request_fingerprint(TaskRequest(description="x", complexity=1, priority="batch")) != (
+        request_fingerprint(TaskRequest(description="x", complexity=1))
+    )
