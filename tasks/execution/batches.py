@@ -60,6 +60,10 @@ def submit_pending() -> list[LLMBatch]:
             # The provider could not take the batch now (down, rate limited, refused): run them normally.
             batch_tasks_fall_back(task_ids=ids, reason=f"{exc.code}: {exc.message}")
             continue
+        except Exception as exc:  # noqa: BLE001 — whatever went wrong, these tasks must not wait for a lease
+            logger.exception("Submitting a batch of %d task(s) failed", len(ids))
+            batch_tasks_fall_back(task_ids=ids, reason=f"{type(exc).__name__}: {exc}")
+            continue
         created.append(llm_batch_record(agent_id=agent.pk, provider_batch_id=provider_id, task_ids=ids))
     return created
 
@@ -84,7 +88,13 @@ def poll() -> int:
                 batch_id=batch.pk, status=LLMBatch.Status.FELL_BACK, provider_status=state.status
             )
             continue
-        _settle(batch, endpoint, task_ids, state)
+        try:
+            _settle(batch, endpoint, task_ids, state)
+        except Exception:  # noqa: BLE001 — the batch stays in progress and is read again next round
+            logger.exception(
+                "Batch %s could not be settled; trying again next round", batch.provider_batch_id
+            )
+            finished -= 1
     return finished
 
 

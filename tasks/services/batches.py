@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -24,8 +25,9 @@ BATCH_LEASE = timedelta(hours=25)
 
 @transaction.atomic
 def batch_tasks_claim(*, limit: int) -> list[Task]:
-    """Up to ``limit`` pending batch-priority tasks of LLM agents, oldest first, moved to running under a
-    25 h lease, each to one caller only (the same conditional update as any claim)."""
+    """Up to ``limit`` pending batch-priority tasks of LLM agents, oldest first, moved to running under the
+    usual lease, each to one caller only (the same conditional update as any claim). Recording their batch
+    extends the lease to the batch's window; a collector that dies before that leaves them to the reaper."""
     now = timezone.now()
     ids = list(
         Task.objects.filter(Q(not_before__isnull=True) | Q(not_before__lte=now), status=Task.Status.PENDING)
@@ -39,7 +41,7 @@ def batch_tasks_claim(*, limit: int) -> list[Task]:
         return []
     Task.objects.filter(pk__in=ids, status=Task.Status.PENDING).update(
         status=Task.Status.RUNNING,
-        lease_until=now + BATCH_LEASE,
+        lease_until=now + timedelta(seconds=settings.AICP_TASK_LEASE_S),
         started_at=now,
         updated_at=now,
         attempts=F("attempts") + 1,
@@ -57,6 +59,10 @@ def llm_batch_record(*, agent_id: int, provider_batch_id: str, task_ids: Sequenc
         agent_id=agent_id,
         provider_batch_id=provider_batch_id,
         task_ids=[str(task_id) for task_id in task_ids],
+    )
+    # The provider has them now, for up to its 24 h window: the reaper must not run them a second time.
+    Task.objects.filter(pk__in=list(task_ids), status=Task.Status.RUNNING).update(
+        lease_until=timezone.now() + BATCH_LEASE, updated_at=timezone.now()
     )
     logger.info("Batch %s SUBMITTED with %d task(s)", provider_batch_id, len(task_ids))
     return batch

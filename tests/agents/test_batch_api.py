@@ -5,9 +5,11 @@ fallback to normal execution when the provider has no Batch API."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from agents import llm
 from agents.models import Agent
@@ -18,6 +20,8 @@ from tasks import jobs
 from tasks.execution.drainer import Drainer
 from tasks.models import LLMBatch, Task
 from tasks.selectors import claimable_tasks
+from tasks.services.batches import batch_tasks_claim
+from tasks.services.lifecycle import task_requeue_expired
 
 LABELS = ["sports", "politics", "science"]
 
@@ -134,6 +138,10 @@ def test_it_completes_batch_tasks_when_their_batch_returns_and_charges_the_disco
     batch = LLMBatch.objects.get()
     assert sorted(batch.task_ids) == sorted(ids)
     assert set(Task.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"running"}
+    # Leased for the provider's window: the reaper does not run them a second time meanwhile.
+    leases = Task.objects.filter(pk__in=ids).values_list("lease_until", flat=True)
+    assert all(lease > timezone.now() + timedelta(hours=24) for lease in leases)
+    assert task_requeue_expired() == []
     assert jobs.run_llm_batches() == (0, 0)  # still in progress: nothing to settle
 
     batch_simulator.batch_delay_s = 0  # the provider finishes the batch
@@ -188,3 +196,13 @@ def test_it_leaves_a_batch_task_that_duke_answers_to_duke(buyer, batch_simulator
     assert jobs.run_llm_batches() == (0, 0)
     task.refresh_from_db()
     assert task.status == "pending"
+
+
+@pytest.mark.django_db
+def test_it_leaves_tasks_claimed_by_a_collector_that_died_to_the_reaper(buyer_client, batch_simulator):
+    task_id = _post(buyer_client, priority="batch").json()["id"]
+    (claimed,) = batch_tasks_claim(limit=10)  # and then the collector died before sending them
+    assert claimed.lease_until < timezone.now() + timedelta(hours=1)
+    Task.objects.filter(pk=task_id).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert [str(t) for t in task_requeue_expired()] == [task_id]
+    assert jobs.run_llm_batches() == (1, 0)  # collected again
