@@ -408,3 +408,32 @@ def test_it_keeps_the_idempotency_fingerprint_of_a_request_without_the_new_field
     assert request_fingerprint(TaskRequest(description="x", complexity=1, priority="batch")) != (
         request_fingerprint(TaskRequest(description="x", complexity=1))
     )
+
+
+def test_it_notifies_a_task_run_by_the_drainer_against_the_llm(
+    buyer_client, buyer, receiver, llm_settings, django_capture_on_commit_callbacks
+):
+    from tasks.execution.drainer import Drainer
+
+    llm_settings.set_answer("Is this about sport? The match ended 2-1.", "sport")
+    body = {
+        "description": "Is this about sport? The match ended 2-1.",
+        "complexity": 1,
+        "labels": ["sport", "politics"],
+        "agent": "openai-gpt-4o-mini",
+        "callback_url": receiver.url,
+    }
+    task_id = buyer_client.post("/tasks", body, format="json").json()["id"]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert Drainer().run().completed == 1
+    (request,) = receiver.received
+    payload = json.loads(request.body)
+    assert (payload["event"], payload["task"]["id"], payload["task"]["result"]) == (
+        "task.completed",
+        task_id,
+        "sport",
+    )
+    buyer.refresh_from_db()
+    assert verify(
+        secret=buyer.webhook_secret, header=request.headers[HEADER], body=request.body, now=int(time.time())
+    )
