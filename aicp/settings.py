@@ -489,3 +489,22 @@ LOGGING = {
         "openai": {"level": "WARNING"},
     },
 }
+
+# --- webhooks (issue 21 item 2) -------------------------------------------------------------------------
+
+# Hosts (names or IP addresses, comma-separated) a callback_url may name over plain http, and whose private
+# or loopback addresses are allowed; every other callback must be https to a public address.
+AICP_WEBHOOK_ALLOW_HOSTS = env_list("AICP_WEBHOOK_ALLOW_HOSTS", "")
+AICP_WEBHOOK_TIMEOUT_S = env_float("AICP_WEBHOOK_TIMEOUT_S", 5.0, minimum=0.05)
+# Retries: exponential backoff from AICP_WEBHOOK_BACKOFF_S (doubled per attempt, capped at ..._MAX_S, with
+# jitter), until AICP_WEBHOOK_RETRY_WINDOW_S after the first attempt; then the delivery gives up.
+AICP_WEBHOOK_BACKOFF_S = env_float("AICP_WEBHOOK_BACKOFF_S", 10.0, minimum=0.0)
+AICP_WEBHOOK_BACKOFF_MAX_S = env_float("AICP_WEBHOOK_BACKOFF_MAX_S", 3600.0, minimum=0.0)
+AICP_WEBHOOK_RETRY_WINDOW_S = env_float("AICP_WEBHOOK_RETRY_WINDOW_S", 24 * 3600.0, minimum=0.0)
+
+# --- Batch API priority (issue 21 item 4) ----------------------------------------------------------------
+
+# A "priority": "batch" task is priced at its quote less this fraction of its estimated LLM token cost.
+AICP_BATCH_DISCOUNT = env_decimal("AICP_BATCH_DISCOUNT", "0.5")
+# At most this many tasks per Batch API job (one JSONL file).
+AICP_BATCH_MAX_TASKS = env_int("AICP_BATCH_MAX_TASKS", 5000, minimum=1)

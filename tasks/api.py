@@ -38,6 +38,7 @@ from tasks.services.feedback import task_feedback
 from tasks.services.idempotency import idempotent, task_submit_idempotent
 from tasks.services.limits import SubmitLimit
 from tasks.services.submission import TaskRequest, task_submit
+from tasks.webhooks.addresses import RefusedCallback, check_callback_url
 from users.permissions import IsBuyerOrReadOnly
 
 MAX_DESCRIPTION = 8000
@@ -45,6 +46,7 @@ MAX_LABELS = 100
 MAX_LABEL_LENGTH = 200
 MAX_TASK_TYPE = 64
 MAX_AGENT_NAME = 64
+MAX_CALLBACK_URL = 2000
 MIN_COMPLEXITY, MAX_COMPLEXITY = 1, 10
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -74,6 +76,8 @@ class TaskOutputSerializer(SharedFieldsMixin, serializers.ModelSerializer):
     agent = serializers.CharField(source="agent.name")
     executed_by = serializers.CharField(source="executed_by.name", allow_null=True, default=None)
     buyer = serializers.CharField(source="buyer.username")
+    # A string, not a "uri": empty when the task has no webhook.
+    callback_url = serializers.CharField(help_text="Signed webhook on completion or failure; empty: none.")
 
     class Meta:
         model = Task
@@ -100,6 +104,8 @@ class TaskOutputSerializer(SharedFieldsMixin, serializers.ModelSerializer):
             "latency_ms",
             "accepted",
             "correct_label",
+            "callback_url",
+            "priority",
             "created_at",
             "started_at",
             "finished_at",
@@ -153,6 +159,30 @@ class TaskSubmitInputSerializer(
         default=None,
     )
     agent = serializers.CharField(max_length=MAX_AGENT_NAME, required=False, default="auto")
+    callback_url = serializers.URLField(
+        max_length=MAX_CALLBACK_URL,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text=(
+            "Signed webhook (AICP-Signature) POSTed when the task completes or fails: https to a public "
+            "address, or a host listed in AICP_WEBHOOK_ALLOW_HOSTS."
+        ),
+    )
+    priority = serializers.ChoiceField(
+        choices=Task.Priority.values,
+        required=False,
+        default=Task.Priority.NORMAL,
+        help_text="batch: run through the OpenAI Batch API within 24 h, at a discount (AICP_BATCH_DISCOUNT).",
+    )
+
+    def validate_callback_url(self, value: str) -> str:
+        if value:
+            try:
+                check_callback_url(value)
+            except RefusedCallback as refused:
+                raise serializers.ValidationError(str(refused)) from refused
+        return value
 
     def validate_complexity(self, value: int) -> int:
         # A JSON true/1.0/"3" would pass IntegerField's coercion; the contract says an integer.
@@ -197,6 +227,8 @@ def task_request_from(data: dict) -> TaskRequest:
         task_type=data["task_type"],
         labels=tuple(data["labels"]) if data["labels"] else None,
         agent=data["agent"],
+        callback_url=data["callback_url"],
+        priority=data["priority"],
     )
 
 

@@ -42,9 +42,18 @@ class _KeyTakenConcurrently(Exception):
     """A concurrent request with the same key committed between our lookup and our insert."""
 
 
+_LATER_FIELDS = {"callback_url": "", "priority": "normal"}  # issue 21
+
+
 def request_fingerprint(request: TaskRequest) -> str:
     """sha256 of the canonical JSON of the validated input: the same request hashes the same however sent."""
-    canonical = json.dumps(asdict(request), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    fields = asdict(request)
+    # Fields added later count only when set: a request without them hashes as it did before they existed,
+    # so a key stored before an upgrade still replays.
+    for name, default in _LATER_FIELDS.items():
+        if fields.get(name) == default:
+            del fields[name]
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

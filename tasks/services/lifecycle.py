@@ -27,10 +27,11 @@ from ledger.services import (
     payout_posting,
 )
 from tasks import queue
-from tasks.models import Task
+from tasks.models import Task, WebhookDelivery
 from tasks.selectors import (
     claimable_tasks,
 )
+from tasks.webhooks import queue as webhooks
 
 logger = logging.getLogger("tasks")
 
@@ -244,6 +245,9 @@ def _complete(*, completions: Sequence[Completion]) -> list[bool]:
         logger.info(
             "Task %s COMPLETED by %s in %s ms", task.short_id, executor.name, completion.outcome.latency_ms
         )
+    webhooks.on_commit_notify(
+        task_ids=[t.pk for t, _ in finished if t.callback_url], event=WebhookDelivery.Event.COMPLETED
+    )
     done = {task.pk for task, _ in finished}
     results = []
     for completion in completions:
@@ -270,6 +274,9 @@ def task_fail(*, task_id: uuid.UUID, error: str, error_code: str = "error") -> b
     hold_release(buyer_id=task.buyer_id, task_id=task.id, price=task.price)
     agent_record_outcome(agent_id=task.agent_id, success=False)
     logger.info("Task %s FAILED on %s: %s", task.short_id, task.agent.name, error_code)
+    webhooks.on_commit_notify(
+        task_ids=[task.pk] if task.callback_url else [], event=WebhookDelivery.Event.FAILED
+    )
     return True
 
 

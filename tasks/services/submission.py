@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from agents.llm import estimate_label_tokens
 from agents.models import Agent
-from agents.pricing import quote, token_cost
+from agents.pricing import batch_quote, quote, token_cost
 from agents.selectors import agent_default_llm, agent_duke, agent_get
 from core.exceptions import (
     DomainError,
@@ -58,6 +58,8 @@ class TaskRequest:
     task_type: str = ""
     labels: tuple[str, ...] | None = None
     agent: str = "auto"
+    callback_url: str = ""  # checked by tasks.webhooks.addresses before it gets here
+    priority: str = Task.Priority.NORMAL
 
 
 def _resolve_agent(requested: str) -> Agent:
@@ -86,6 +88,12 @@ def _quoted_task(*, buyer: User, request: TaskRequest, agent: Agent, **fields: o
         success_count=agent.success_count,
         failure_count=agent.failure_count,
     )
+    if request.priority == Task.Priority.BATCH and agent.backend != Agent.Backend.DUKE:
+        price = batch_quote(
+            quote=price,
+            llm_cost_estimate=_llm_cost_estimate(request, agent),
+            discount=settings.AICP_BATCH_DISCOUNT,
+        )
     return Task(
         buyer=buyer,
         description=request.description,
@@ -96,7 +104,30 @@ def _quoted_task(*, buyer: User, request: TaskRequest, agent: Agent, **fields: o
         agent=agent,
         price=price,
         repeat_key=repeat_key(task_type=request.task_type, labels=request.labels, text=request.description),
+        callback_url=request.callback_url,
+        priority=request.priority,
         **fields,
+    )
+
+
+# A free-form answer's length is unknown before it is written; this many tokens stand for it in estimates.
+_FREE_FORM_COMPLETION_TOKENS_ESTIMATE = 256
+
+
+def _llm_cost_estimate(request: TaskRequest, agent: Agent) -> Decimal:
+    """The agent's token cost of the call the task would make (what the Batch API discount applies to)."""
+    if request.labels:
+        prompt_tokens, completion_tokens = estimate_label_tokens(
+            text=request.description, labels=request.labels
+        )
+    else:
+        prompt_tokens = len(request.description) // 4 + 20
+        completion_tokens = _FREE_FORM_COMPLETION_TOKENS_ESTIMATE
+    return token_cost(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        prompt_token_price=agent.prompt_token_price,
+        completion_token_price=agent.completion_token_price,
     )
 
 
@@ -413,5 +444,7 @@ def task_resubmit(*, task_id: uuid.UUID) -> Task:
             task_type=original.task_type,
             labels=tuple(original.labels) if original.labels else None,
             agent=original.requested_agent,
+            callback_url=original.callback_url,
+            priority=original.priority,
         ),
     )
