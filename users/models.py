@@ -3,6 +3,8 @@
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 
+from core.money import MoneyField
+
 
 class User(AbstractUser):
     class Role(models.TextChoices):
@@ -10,7 +12,7 @@ class User(AbstractUser):
         OPERATOR = "operator", "Operator"
 
     # Overrides AICP_DAILY_SPEND_CAP for this buyer; empty means the global cap applies.
-    daily_spend_cap = models.DecimalField(
+    daily_spend_cap = MoneyField(
         max_digits=19, decimal_places=4, null=True, blank=True, help_text="Empty: use AICP_DAILY_SPEND_CAP."
     )
 
