@@ -160,10 +160,9 @@ class DecimalToMoney(migrations.AlterField):
                 sql = f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {number} USING {using}"
             schema_editor.execute(sql)
             return
-        if forwards:
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-        else:
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
+        # Both ways AlterField's own table rebuild from the one state's field to the other's (its
+        # database_backwards would call this class's database_forwards).
+        migrations.AlterField.database_forwards(self, app_label, schema_editor, from_state, to_state)
         pk = quote(to_model._meta.pk.column)
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT {pk}, {column} FROM {table} WHERE {column} IS NOT NULL")
