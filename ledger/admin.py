@@ -10,6 +10,7 @@ from django.template.response import TemplateResponse
 
 from core.admin import ReadOnlyAdmin
 from core.exceptions import DomainError
+from core.money import plain
 from ledger.models import Account, LedgerEntry
 from ledger.services import MAX_CREDIT, buyer_credit
 
@@ -51,7 +52,7 @@ class AccountAdmin(ReadOnlyAdmin):
                 self.message_user(request, exc.message, messages.ERROR)
                 return None
             names = ", ".join(account.user.username for account in accounts)
-            self.message_user(request, f"Credited {amount} to {names}.", messages.SUCCESS)
+            self.message_user(request, f"Credited {plain(amount, 4)} to {names}.", messages.SUCCESS)
             return None
         return TemplateResponse(
             request,

@@ -9,6 +9,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 from core.ids import short_id, time_ordered_uuid
+from core.money import MoneyField
 from ledger.models import MONEY
 
 
@@ -45,8 +46,8 @@ class Task(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     result = models.TextField(blank=True, default="")
     confidence = models.FloatField(null=True, blank=True, help_text="Duke's calibrated confidence.")
-    price = models.DecimalField(**MONEY, help_text="Quoted at submission; what the buyer pays on success.")
-    cost = models.DecimalField(
+    price = MoneyField(**MONEY, help_text="Quoted at submission; what the buyer pays on success.")
+    cost = MoneyField(
         max_digits=19,
         decimal_places=8,
         default=Decimal("0"),

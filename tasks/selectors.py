@@ -75,7 +75,7 @@ def buyer_committed_today(
     )
     if exclude_task_id is not None:
         tasks = tasks.exclude(pk=exclude_task_id)
-    # SQLite sums decimals as binary floats; four places is the ledger's precision anyway.
+    # Exact on every backend: an integer SUM of minor units (core.money).
     return quantize_money(tasks.aggregate(total=Sum("price"))["total"] or ZERO)
 
 
