@@ -22,15 +22,15 @@ from users.models import User
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BEFORE = [
-    ("tasks", "0006_time_ordered_ids_fewer_indexes"),
+    ("tasks", "0010_llm_batches_schedule"),
     ("agents", "0003_rate_limits_and_breakers"),
-    ("users", "0002_throttle_counter"),
+    ("users", "0003_webhook_secret"),
     ("duke", "0004_version_trained_up_to"),
 ]
 AFTER = [
-    ("tasks", "0007_money_in_minor_units"),
+    ("tasks", "0011_money_in_minor_units"),
     ("agents", "0004_money_in_minor_units"),
-    ("users", "0003_money_in_minor_units"),
+    ("users", "0004_money_in_minor_units"),
     ("duke", "0005_money_in_minor_units"),
 ]
 

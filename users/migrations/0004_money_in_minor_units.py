@@ -7,7 +7,7 @@ from core.money import DecimalToMoney, MoneyField
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("users", "0002_throttle_counter"),
+        ("users", "0003_webhook_secret"),
     ]
 
     operations = [

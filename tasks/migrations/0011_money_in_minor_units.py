@@ -9,7 +9,7 @@ from core.money import DecimalToMoney, MoneyField
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tasks", "0006_time_ordered_ids_fewer_indexes"),
+        ("tasks", "0010_llm_batches_schedule"),
     ]
 
     operations = [
