@@ -1,6 +1,7 @@
 from django.urls import re_path
 
-from tasks.api import TaskBatchApi, TaskDetailApi, TaskExportApi, TaskFeedbackApi, TaskListApi
+from tasks.api import TaskDetailApi, TaskFeedbackApi, TaskListApi
+from tasks.volume_api import TaskBatchApi, TaskExportApi
 from tasks.webhooks.api import TaskDeliveriesApi
 
 urlpatterns = [

@@ -267,7 +267,7 @@ def test_it_accepts_a_batch_larger_than_the_single_request_body_limit(buyer, buy
 
 @pytest.mark.parametrize("content_type", ["application/json", "application/x-ndjson"])
 def test_it_answers_413_for_a_body_over_the_batch_limit(buyer, buyer_client, monkeypatch, content_type):
-    monkeypatch.setattr("tasks.api.MAX_BATCH_BODY_BYTES", 10_000)
+    monkeypatch.setattr("tasks.volume_api.MAX_BATCH_BODY_BYTES", 10_000)
     available = _balance(buyer)
     body = json.dumps({"tasks": [_task(i) for i in range(300)]})
     if content_type != "application/json":
