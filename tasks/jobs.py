@@ -5,6 +5,7 @@ Enqueueing them is tasks.queue's job (services call it on commit); these are wha
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from tasks.execution import batches as llm_batches
@@ -12,7 +13,10 @@ from tasks.execution.drainer import drain
 from tasks.execution.single import run_duke_audit, run_task
 from tasks.execution.slots import SlotLease
 from tasks.services.lifecycle import task_requeue_expired
+from tasks.services.webhooks import webhook_sweep_lost
 from tasks.webhooks.delivery import deliver, deliver_event
+
+logger = logging.getLogger(__name__)
 
 
 def drain_tasks(slot: int | None = None, token: str | None = None) -> int:
@@ -27,7 +31,12 @@ def execute_task(task_id: str) -> None:
 
 
 def reap_expired_leases() -> int:
-    return len(task_requeue_expired())
+    requeued = len(task_requeue_expired())
+    try:
+        webhook_sweep_lost()
+    except Exception:  # notifications must never stop the reaper from recovering tasks
+        logger.exception("The webhook sweep failed; the next reaper run tries again")
+    return requeued
 
 
 def audit_duke_answer(task_id: str) -> None:

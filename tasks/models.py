@@ -82,6 +82,10 @@ class Task(models.Model):
             models.Index(fields=["status", "lease_until"]),
             # The repeat store's lookup: the newest answer to an identical labeling task (partial: free-form
             # tasks, the majority by size, carry no key and cost the index nothing).
+            # The webhook sweep's scan: finished tasks that asked for a callback (partial: most did not).
+            models.Index(
+                fields=["finished_at"], name="task_callback_finished", condition=~models.Q(callback_url="")
+            ),
             models.Index(
                 fields=["repeat_key", "-finished_at"],
                 name="task_repeat_lookup",

@@ -153,3 +153,55 @@ def webhook_resend(*, delivery_id: uuid.UUID) -> WebhookDelivery:
     delivery_pk = delivery.pk
     transaction.on_commit(lambda: webhook_queue.enqueue_attempt(delivery_pk))
     return delivery
+
+
+# A notification whose enqueue failed (the broker was down at commit) or whose retry schedule was never
+# written has no job coming; after this long the sweep takes it as lost rather than merely queued.
+_LOST_AFTER_S = 120.0
+_SWEEP_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class WebhookSweep:
+    opened: int  # finished tasks whose event job never ran: enqueued again
+    resumed: int  # pending deliveries overdue with no worker holding them: an attempt enqueued
+
+
+def webhook_sweep_lost(*, now: datetime | None = None, limit: int = _SWEEP_LIMIT) -> WebhookSweep:
+    """Re-enqueues notifications nothing else will send: a finished task with a callback_url and no
+    delivery of its event (the event job was lost), and a pending delivery overdue by _LOST_AFTER_S with
+    no lease (its retry was never scheduled, or its worker died). Runs with the reaper, every minute;
+    bounded per run, and enqueueing twice is harmless (an attempt needs the delivery's lease)."""
+    now = now or timezone.now()
+    lost_before = now - timedelta(seconds=_LOST_AFTER_S)
+    window_start = now - timedelta(seconds=settings.AICP_WEBHOOK_RETRY_WINDOW_S)
+    events = {
+        Task.Status.COMPLETED: WebhookDelivery.Event.COMPLETED,
+        Task.Status.FAILED: WebhookDelivery.Event.FAILED,
+    }
+    unopened = (
+        Task.objects.exclude(callback_url="")
+        .filter(status__in=list(events), finished_at__gte=window_start, finished_at__lt=lost_before)
+        .exclude(webhook_deliveries__isnull=False)
+        .order_by("finished_at")
+        .values_list("pk", "status")[:limit]
+    )
+    opened = 0
+    for task_id, task_status in unopened:
+        webhook_queue.enqueue_event(task_id, events[task_status])
+        opened += 1
+    overdue = (
+        WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING, next_attempt_at__lt=lost_before)
+        .exclude(lease_until__gt=now)
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    resumed = 0
+    for delivery_id in overdue:
+        webhook_queue.enqueue_attempt(delivery_id)
+        resumed += 1
+    if opened or resumed:
+        logger.warning(
+            "Webhook sweep: %d lost event(s) and %d overdue delivery(ies) enqueued again", opened, resumed
+        )
+    return WebhookSweep(opened=opened, resumed=resumed)

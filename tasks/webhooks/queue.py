@@ -1,6 +1,7 @@
 """Enqueueing webhook jobs (django-q2), on commit. Jobs are named by string: this module imports neither
 them nor the code they run. A broker failure here is logged and never reaches the task's writer: the
-task is already committed, and a lost webhook is a lost notification, not lost money."""
+task is already committed, and the reaper's webhook sweep (tasks.services.webhooks.webhook_sweep_lost)
+enqueues again what was lost."""
 
 from __future__ import annotations
 
@@ -25,10 +26,22 @@ def on_commit_notify(*, task_ids: Iterable[uuid.UUID], event: str) -> None:
 
 def _enqueue_events(task_ids: list[str], event: str) -> None:
     for task_id in task_ids:
-        try:
-            async_task("tasks.jobs.webhook_event", task_id, event, group="webhooks")
-        except Exception:  # the broker is down: the task stays committed, the notification is lost
-            logger.exception("Could not enqueue webhook %s for task %s", event, task_id)
+        enqueue_event(task_id, event)
+
+
+def enqueue_event(task_id: uuid.UUID | str, event: str) -> None:
+    """The delivery job of a finished task's event. A broker failure is one log line: the task stays
+    committed, and the reaper's webhook sweep enqueues the event again (tasks.services.webhooks)."""
+    try:
+        async_task("tasks.jobs.webhook_event", str(task_id), event, group="webhooks")
+    except Exception as error:
+        logger.warning(
+            "Could not enqueue webhook %s for task %s (%s: %s); the webhook sweep retries it",
+            event,
+            task_id,
+            type(error).__name__,
+            error,
+        )
 
 
 def enqueue_attempt(delivery_id: uuid.UUID, *, at: datetime | None = None) -> None:
@@ -45,5 +58,10 @@ def enqueue_attempt(delivery_id: uuid.UUID, *, at: datetime | None = None) -> No
                 next_run=at,
                 name=f"webhook-{delivery_id}-{at.timestamp():.0f}",
             )
-    except Exception:
-        logger.exception("Could not enqueue webhook delivery %s", delivery_id)
+    except Exception as error:
+        logger.warning(
+            "Could not enqueue webhook delivery %s (%s: %s); the webhook sweep retries it",
+            delivery_id,
+            type(error).__name__,
+            error,
+        )

@@ -437,3 +437,74 @@ def test_it_notifies_a_task_run_by_the_drainer_against_the_llm(
     assert verify(
         secret=buyer.webhook_secret, header=request.headers[HEADER], body=request.body, now=int(time.time())
     )
+
+
+# --- nothing lost: the reaper's webhook sweep ------------------------------------------------------------
+
+
+def _finished_ago(task: Task, seconds: float) -> None:
+    Task.objects.filter(pk=task.pk).update(finished_at=timezone.now() - timedelta(seconds=seconds))
+
+
+def test_the_sweep_sends_an_event_whose_job_was_lost_once_it_is_overdue(
+    buyer, receiver, django_capture_on_commit_callbacks
+):
+    lost, recent = _submit(buyer, receiver.url), _submit(buyer, receiver.url)
+    for task in (lost, recent):
+        with django_capture_on_commit_callbacks(execute=False):  # the enqueue never happens
+            assert task_complete(task_id=task.id, outcome=Outcome(result="a summary", latency_ms=12))
+    _finished_ago(lost, 180)
+    _finished_ago(recent, 30)  # its job may still be on its way: not the sweep's yet
+
+    jobs.reap_expired_leases()
+
+    assert [json.loads(r.body)["task"]["id"] for r in receiver.received] == [str(lost.id)]
+    assert WebhookDelivery.objects.get(task=lost).status == WebhookDelivery.Status.DELIVERED
+    jobs.reap_expired_leases()
+    assert len(receiver.received) == 1  # delivered once: the next sweep leaves it alone
+
+
+def test_the_sweep_resumes_a_pending_delivery_whose_retry_was_never_scheduled(
+    buyer, receiver, django_capture_on_commit_callbacks
+):
+    receiver.script = [500, 200]
+    task = _submit(buyer, receiver.url)
+    _complete(task, django_capture_on_commit_callbacks)
+    Schedule.objects.filter(func="tasks.jobs.webhook_attempt").delete()  # the retry's schedule is lost
+    delivery = WebhookDelivery.objects.get(task=task)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        next_attempt_at=timezone.now() - timedelta(minutes=3)
+    )
+
+    jobs.reap_expired_leases()
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, len(receiver.received)) == (
+        WebhookDelivery.Status.DELIVERED,
+        2,
+        2,
+    )
+
+
+def test_a_broker_failure_at_commit_is_one_log_line_and_the_sweep_delivers_later(
+    buyer, receiver, django_capture_on_commit_callbacks, monkeypatch, caplog
+):
+    task = _submit(buyer, receiver.url)
+
+    def broker_down(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(webhook_queue, "async_task", broker_down)
+        with caplog.at_level("WARNING", logger="tasks.webhooks"):
+            _complete(task, django_capture_on_commit_callbacks)
+
+    assert Task.objects.get(pk=task.pk).status == Task.Status.COMPLETED
+    failures = [r for r in caplog.records if "Could not enqueue webhook" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is None
+    assert not WebhookDelivery.objects.filter(task=task).exists() and receiver.received == []
+
+    _finished_ago(task, 180)
+    jobs.reap_expired_leases()
+    assert len(receiver.received) == 1
+    assert json.loads(receiver.received[0].body)["event"] == "task.completed"
