@@ -88,6 +88,22 @@ def _wait_until_listening(port: int, server: subprocess.Popen) -> None:
     raise AssertionError("gunicorn did not listen")
 
 
+def _poll(condition, what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.01)
+
+
+def _answering_pid(port: int) -> str:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", "/")
+        return connection.getresponse().read().decode()
+    finally:
+        connection.close()
+
+
 def _serve_sleepy(*, workers: int) -> Iterator[int]:
     port = _free_port()
     command = gunicorn_command(
@@ -100,7 +116,13 @@ def _serve_sleepy(*, workers: int) -> Iterator[int]:
     server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_until_listening(port, server)
-        time.sleep(1.0)  # every worker booted and polling
+        answered: set[str] = set()
+
+        def every_worker_answered() -> bool:
+            answered.add(_answering_pid(port))
+            return len(answered) >= workers
+
+        _poll(every_worker_answered, "every worker has booted and answered")
         yield port
     finally:
         server.terminate()
@@ -117,49 +139,61 @@ def one_worker_server() -> Iterator[int]:
     yield from _serve_sleepy(workers=1)
 
 
-def _two_clients_at_once(port: int, delay_ms: int) -> list[tuple[str, float]]:
-    """Two new connections, a request each at the same moment: (the answering pid, seconds), per client."""
-    answers: list[tuple[str, float]] = []
-    start = threading.Barrier(2)
-
-    def client() -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        start.wait()
-        began = time.monotonic()
-        connection.request("GET", f"/?ms={delay_ms}")
-        body = connection.getresponse().read().decode()
-        answers.append((body, time.monotonic() - began))
-        connection.close()
-
-    clients = [threading.Thread(target=client) for _ in range(2)]
-    for thread in clients:
-        thread.start()
-    for thread in clients:
-        thread.join()
-    return answers
+def _arrived(gate: Path) -> set[str]:
+    """The processes whose thread a held request has reached."""
+    return {path.name.split("-")[1] for path in gate.glob("arrived-*")}
 
 
-def test_a_busy_worker_leaves_new_connections_to_the_one_with_a_free_thread(sleepy_server):
-    """Two workers of one thread, two clients connecting at once for a slow request each.
+def test_a_busy_worker_leaves_new_connections_to_the_one_with_a_free_thread(sleepy_server, tmp_path):
+    """Two workers of one thread, two clients connecting at once for a request each that holds its thread.
 
-    gunicorn's own worker may accept both (it holds far fewer than 1,000 connections) and serve
-    them one after the other on its one thread; this one takes the second only after the first is done,
-    so the other worker, idle, takes it: both are answered at once, by different processes.
+    gunicorn's own worker may accept both (it holds far fewer than 1,000 connections) and leave the second
+    waiting behind the first on its one thread; this one takes the second only after the first is done,
+    so the other worker, idle, takes it: both requests reach a thread, in different processes, while
+    neither has been answered.
     """
-    for _ in range(5):
-        answers = _two_clients_at_once(sleepy_server, delay_ms=800)
-        assert len({pid for pid, _ in answers}) == 2, answers
-        assert max(elapsed for _, elapsed in answers) < 1.5, answers  # in parallel, not 0.8 s + 0.8 s
+    for attempt in range(5):
+        gate = tmp_path / f"gate-{attempt}"
+        gate.mkdir()
+        start = threading.Barrier(2)
+        pids: list[str] = []
+
+        def client(gate: Path = gate, start: threading.Barrier = start, pids: list[str] = pids) -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", sleepy_server, timeout=60)
+            start.wait()
+            connection.request("GET", f"/?hold={gate}")
+            pids.append(connection.getresponse().read().decode())
+            connection.close()
+
+        clients = [threading.Thread(target=client) for _ in range(2)]
+        for thread in clients:
+            thread.start()
+        try:
+            # Held, both at once: a worker serving them one after the other never shows two arrivals.
+            _poll(
+                lambda gate=gate: len(list(gate.glob("arrived-*"))) == 2, "both requests reach a thread", 20
+            )
+            assert len(_arrived(gate)) == 2, sorted(path.name for path in gate.iterdir())
+        finally:
+            (gate / "release").touch()
+            for thread in clients:
+                thread.join()
+        assert len(set(pids)) == 2, pids
 
 
 def test_a_new_client_is_not_left_waiting_while_every_thread_stays_busy(sleepy_server):
     """Four clients keep both one-thread workers busy back to back; a fifth connecting meanwhile is
-    answered after a few requests' time, not when the load ends (the pause before accepting is bounded)."""
-    load_until = time.monotonic() + 5.0
+    answered while they still do (the pause before accepting is bounded), not when the load ends."""
+    load_on = threading.Event()
+    load_on.set()
+    busy = threading.Barrier(5)  # the four loaders have each been answered once, and the test
 
     def keep_busy() -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", sleepy_server, timeout=30)
-        while time.monotonic() < load_until:
+        connection = http.client.HTTPConnection("127.0.0.1", sleepy_server, timeout=60)
+        connection.request("GET", "/?ms=200")
+        connection.getresponse().read()
+        busy.wait()
+        while load_on.is_set():
             connection.request("GET", "/?ms=200")
             connection.getresponse().read()
         connection.close()
@@ -167,16 +201,28 @@ def test_a_new_client_is_not_left_waiting_while_every_thread_stays_busy(sleepy_s
     loaders = [threading.Thread(target=keep_busy) for _ in range(4)]
     for thread in loaders:
         thread.start()
-    time.sleep(1.0)
-    began = time.monotonic()
-    newcomer = http.client.HTTPConnection("127.0.0.1", sleepy_server, timeout=30)
-    newcomer.request("GET", "/?ms=0")
-    assert newcomer.getresponse().status == 200
-    waited = time.monotonic() - began
-    newcomer.close()
-    for thread in loaders:
-        thread.join()
-    assert waited < 2.0, f"a new client waited {waited:.1f} s while the others kept the workers busy"
+    answered = threading.Event()
+    try:
+        busy.wait(timeout=60)
+
+        def newcomer() -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", sleepy_server, timeout=60)
+            connection.request("GET", "/?ms=0")
+            if connection.getresponse().status == 200:
+                answered.set()
+            connection.close()
+
+        thread = threading.Thread(target=newcomer)
+        thread.start()
+        # The load lasts until the newcomer is answered (or 30 s): a worker that never paused its
+        # keep-alive clients for it would leave it waiting until then.
+        assert answered.wait(timeout=30), "a new client waited while the others kept the workers busy"
+        assert all(loader.is_alive() for loader in loaders), "the load ended before the newcomer's answer"
+    finally:
+        load_on.clear()
+        for loader in loaders:
+            loader.join()
+    thread.join()
 
 
 def _frozen_objects(connection: http.client.HTTPConnection) -> int:
