@@ -25,6 +25,8 @@ import argparse
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -58,6 +60,25 @@ SWITCHED_OFF = {
 IN_PROCESS = ("negotiation", "recent-rows")
 
 
+@contextmanager
+def _stack(prefix: str) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A fresh data directory and database, this process set up on them: (directory, environment)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        data = Path(tmp)
+        env = stack_env(
+            data,
+            DJANGO_SETTINGS_MODULE="bench._site",
+            AICP_LOG_LEVEL="WARNING",
+            AICP_THROTTLE_SUBMIT="1000000/minute",
+        )
+        run_checked([PYTHON, MANAGE, "migrate", "--no-input"], env, data / "migrate.log")
+        apply_env(env)
+        import django
+
+        django.setup()
+        yield data, env
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trick", choices=sorted(SWITCHED_OFF), required=True)
@@ -72,19 +93,7 @@ def main() -> int:
         return http_ab(args)
     if args.trick not in IN_PROCESS:
         parser.error(f"--trick {args.trick} can only be switched per process: use --http")
-    with tempfile.TemporaryDirectory(prefix="aicp-bench-ab-") as tmp:
-        data = Path(tmp)
-        env = stack_env(
-            data,
-            DJANGO_SETTINGS_MODULE="bench._site",
-            AICP_LOG_LEVEL="WARNING",
-            AICP_THROTTLE_SUBMIT="1000000/minute",
-        )
-        run_checked([PYTHON, MANAGE, "migrate", "--no-input"], env, data / "migrate.log")
-        apply_env(env)
-        import django
-
-        django.setup()
+    with _stack("aicp-bench-ab-"):
         from django.conf import settings
         from rest_framework.negotiation import DefaultContentNegotiation
         from rest_framework.views import APIView
@@ -132,20 +141,8 @@ def http_ab(args: argparse.Namespace) -> int:
     """A/B through gunicorn: a server per side and round, the switch in its environment."""
     from core.perf.web import gunicorn_command
 
-    with tempfile.TemporaryDirectory(prefix="aicp-bench-ab-http-") as tmp:
-        data = Path(tmp)
+    with _stack("aicp-bench-ab-http-") as (data, env):
         port = free_port()
-        env = stack_env(
-            data,
-            DJANGO_SETTINGS_MODULE="bench._site",
-            AICP_LOG_LEVEL="WARNING",
-            AICP_THROTTLE_SUBMIT="1000000/minute",
-        )
-        run_checked([PYTHON, MANAGE, "migrate", "--no-input"], env, data / "migrate.log")
-        apply_env(env)
-        import django
-
-        django.setup()
         from rest_framework_simplejwt.tokens import RefreshToken
 
         from ledger.services import buyer_credit

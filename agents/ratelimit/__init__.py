@@ -6,7 +6,8 @@ One module per concern, each a sitting's read:
   pure functions of (bucket, limits, now), tested without a clock;
 - ``limiters.py``: where the buckets live (database rows under a row lock, or Redis when
   ``AICP_REDIS_URL`` is set) and the limits from settings;
-- ``breaker.py``: the circuit breaker (closed, open, half-open), its pure arithmetic and its rows.
+- ``breaker.py``: the circuit breaker (closed, open, half-open), its pure arithmetic and its rows;
+- ``rows.py``: the one row per key, locked (or created) for a change.
 
 Callers import from ``agents.ratelimit``. This package must not import ``tasks``.
 """

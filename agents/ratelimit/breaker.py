@@ -15,9 +15,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from agents.models import CircuitBreakerState
+from agents.ratelimit.rows import locked_row
 
 CLOSED = CircuitBreakerState.State.CLOSED
 OPEN = CircuitBreakerState.State.OPEN
@@ -103,16 +104,7 @@ class CircuitBreaker:
 
     @staticmethod
     def _locked(key: str) -> CircuitBreakerState:
-        for _ in range(2):
-            row = CircuitBreakerState.objects.select_for_update().filter(key=key).first()
-            if row is not None:
-                return row
-            try:
-                with transaction.atomic():
-                    return CircuitBreakerState.objects.create(key=key)
-            except IntegrityError:
-                continue
-        raise RuntimeError(f"could not create the circuit breaker {key!r}")
+        return locked_row(CircuitBreakerState, key, "circuit breaker")
 
 
 def _breaker_of(row: CircuitBreakerState) -> Breaker:

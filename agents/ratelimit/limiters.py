@@ -14,10 +14,11 @@ from dataclasses import asdict
 from typing import Any, Protocol
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from agents.models import RateLimitBucket
 from agents.ratelimit.buckets import Bucket, Grant, Limits, bucket_block, bucket_charge, bucket_take
+from agents.ratelimit.rows import locked_row
 
 
 class Limiter(Protocol):
@@ -70,18 +71,14 @@ class DatabaseLimiter:
     @staticmethod
     def _locked(key: str, limits: Limits, now: float) -> RateLimitBucket:
         full = Bucket.full(limits, now)
-        for _ in range(2):
-            row = RateLimitBucket.objects.select_for_update().filter(key=key).first()
-            if row is not None:
-                return row
-            try:
-                with transaction.atomic():
-                    return RateLimitBucket.objects.create(
-                        key=key, requests=full.requests, tokens=full.tokens, updated_ts=now
-                    )
-            except IntegrityError:
-                continue  # another worker created it first: lock theirs
-        raise RuntimeError(f"could not create the rate-limit bucket {key!r}")
+        return locked_row(
+            RateLimitBucket,
+            key,
+            "rate-limit bucket",
+            requests=full.requests,
+            tokens=full.tokens,
+            updated_ts=now,
+        )
 
 
 def _bucket_of(row: RateLimitBucket) -> Bucket:
