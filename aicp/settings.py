@@ -184,7 +184,6 @@ def _database_from_url(url: str) -> dict:
 AICP_PERF_SQLITE_QUEUE = env_bool("AICP_PERF_SQLITE_QUEUE", True)  # core/perf/sqlite
 AICP_PERF_NEGOTIATION = env_bool("AICP_PERF_NEGOTIATION", True)  # core/perf/negotiation.py
 AICP_PERF_CACHE_CULL = env_bool("AICP_PERF_CACHE_CULL", True)  # core/perf/cache.py
-AICP_PERF_WEB_WORKER = env_bool("AICP_PERF_WEB_WORKER", True)  # core/perf/web.py and heap.py
 AICP_PERF_RAW_SQL = env_bool("AICP_PERF_RAW_SQL", True)  # core/perf/db.py (off: the ORM builds them)
 
 DATABASE_URL = env_str("DATABASE_URL")
