@@ -182,7 +182,6 @@ def _database_from_url(url: str) -> dict:
 # --- the performance layer (core/perf/): one switch per trick; each gain in docs/ARCHITECTURE.md ----------
 # Switched off, a trick gives way to the stock Django / DRF / gunicorn behaviour it replaces.
 AICP_PERF_SQLITE_QUEUE = env_bool("AICP_PERF_SQLITE_QUEUE", True)  # core/perf/sqlite
-AICP_PERF_NEGOTIATION = env_bool("AICP_PERF_NEGOTIATION", True)  # core/perf/negotiation.py
 AICP_PERF_CACHE_CULL = env_bool("AICP_PERF_CACHE_CULL", True)  # core/perf/cache.py
 AICP_PERF_RAW_SQL = env_bool("AICP_PERF_RAW_SQL", True)  # core/perf/db.py (off: the ORM builds them)
 
@@ -245,11 +244,6 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": (
-        "core.perf.negotiation.RememberingContentNegotiation"
-        if AICP_PERF_NEGOTIATION
-        else "rest_framework.negotiation.DefaultContentNegotiation"
-    ),
     "DEFAULT_PAGINATION_CLASS": "core.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "aicp.openapi.AutoSchema",

@@ -13,7 +13,6 @@ file shared by all rounds; ``--clients`` keep-alive clients send POST /tasks bac
 In process: the same requests handed straight to Django's WSGI application on one thread (as api_load's
 in-process table); only for tricks whose switch can be flipped in a running process.
 
-    .venv/bin/python bench/perf_ab.py --trick negotiation --rounds 6 --requests 1500
     .venv/bin/python bench/perf_ab.py --trick recent-rows --rounds 6 --requests 1500
 
 (Commit 6f35834 ran the same A/B for the plainly_valid validation shortcut: 1.026, since removed.)
@@ -53,10 +52,9 @@ SWITCHED_OFF = {
     "group-commit": {"AICP_SUBMIT_GROUP_MAX": "1"},
     "raw-sql": {"AICP_PERF_RAW_SQL": "0"},
     "recent-rows": {"AICP_RECENT_ROWS_S": "0"},
-    "negotiation": {"AICP_PERF_NEGOTIATION": "0"},
     "cache-cull": {"AICP_PERF_CACHE_CULL": "0"},
 }
-IN_PROCESS = ("negotiation", "recent-rows")
+IN_PROCESS = ("recent-rows",)
 
 
 @contextmanager
@@ -94,8 +92,6 @@ def main() -> int:
         parser.error(f"--trick {args.trick} can only be switched per process: use --http")
     with _stack("aicp-bench-ab-"):
         from django.conf import settings
-        from rest_framework.negotiation import DefaultContentNegotiation
-        from rest_framework.views import APIView
         from rest_framework_simplejwt.tokens import RefreshToken
 
         from ledger.services import buyer_credit
@@ -106,13 +102,10 @@ def main() -> int:
         buyer_credit(user_id=buyer.pk, amount=Decimal("1000000"), memo="bench")
         body = {"description": "Summarise the quarterly report in one sentence.", "complexity": 1}
         calls = [Call("/tasks", body, token)]
-        switched_on = (APIView.content_negotiation_class, settings.AICP_RECENT_ROWS_S)
+        switched_on = settings.AICP_RECENT_ROWS_S
 
         def switch(on: bool) -> None:
-            if args.trick == "negotiation":
-                APIView.content_negotiation_class = switched_on[0] if on else DefaultContentNegotiation
-            else:
-                settings.AICP_RECENT_ROWS_S = switched_on[1] if on else 0.0
+            settings.AICP_RECENT_ROWS_S = switched_on if on else 0.0
 
         load_before = load_average()
         rates: dict[str, list[float]] = {"A": [], "B": []}
