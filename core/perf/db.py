@@ -3,8 +3,8 @@
 Switch: AICP_PERF_RAW_SQL (off: each helper does what it does through the ORM: ``bulk_create``,
 ``Model.objects.raw``, ``QuerySet.update``, ``QuerySet.count``; same rows, same answers; callers do not
 change). Measured: preparing a task's row 22 us instead of 47 (commit 5742af8); the hold's writes as
-prepared statements took a submission from 5.7 to 2.0 ms in process (commit d003261); through gunicorn:
-docs/BENCHMARKS.md ("Performance tricks, A/B through HTTP").
+prepared statements took a submission from 5.7 to 2.0 ms in process (commit d003261); HTTP A/B of issue
+19 (bench/perf_ab.py --http): 2.39x POST /tasks requests/s, p99 2.08x lower.
 
 Building a statement costs the ORM 0.1-0.3 ms of Python on this machine, several times what SQLite
 spends running it, and a submission writes a task, two ledger entries and two balances inside the one
