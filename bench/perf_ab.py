@@ -52,7 +52,6 @@ SWITCHED_OFF = {
     "group-commit": {"AICP_SUBMIT_GROUP_MAX": "1"},
     "raw-sql": {"AICP_PERF_RAW_SQL": "0"},
     "recent-rows": {"AICP_RECENT_ROWS_S": "0"},
-    "cache-cull": {"AICP_PERF_CACHE_CULL": "0"},
 }
 IN_PROCESS = ("recent-rows",)
 
