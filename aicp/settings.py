@@ -182,9 +182,7 @@ def _database_from_url(url: str) -> dict:
 # --- the performance layer (core/perf/): one switch per trick; each gain in docs/ARCHITECTURE.md ----------
 # Switched off, a trick gives way to the stock Django / DRF / gunicorn behaviour it replaces.
 AICP_PERF_SQLITE_QUEUE = env_bool("AICP_PERF_SQLITE_QUEUE", True)  # core/perf/sqlite
-AICP_PERF_NEGOTIATION = env_bool("AICP_PERF_NEGOTIATION", True)  # core/perf/negotiation.py
-AICP_PERF_CACHE_CULL = env_bool("AICP_PERF_CACHE_CULL", True)  # core/perf/cache.py
-AICP_PERF_WEB_WORKER = env_bool("AICP_PERF_WEB_WORKER", True)  # core/perf/web.py and heap.py
+AICP_PERF_RAW_SQL = env_bool("AICP_PERF_RAW_SQL", True)  # core/perf/db.py (off: the ORM builds them)
 
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
@@ -245,11 +243,6 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": (
-        "core.perf.negotiation.RememberingContentNegotiation"
-        if AICP_PERF_NEGOTIATION
-        else "rest_framework.negotiation.DefaultContentNegotiation"
-    ),
     "DEFAULT_PAGINATION_CLASS": "core.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "aicp.openapi.AutoSchema",
@@ -337,12 +330,7 @@ if env_str("AICP_REDIS_URL"):
 else:
     CACHES = {
         "default": {
-            # FileBasedCache, culled once a second (see there)
-            "BACKEND": (
-                "core.perf.cache.FileCache"
-                if AICP_PERF_CACHE_CULL
-                else "django.core.cache.backends.filebased.FileBasedCache"
-            ),
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
             "LOCATION": str(DATA_DIR / "cache"),
         }
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import re
@@ -14,13 +15,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = REPO / "docs" / "BENCHMARKS.md"
 PYTHON = sys.executable
 MANAGE = str(REPO / "manage.py")
+EMBEDDINGS_CACHE = REPO / ".cache" / "duke-bench"
 
 
 def free_port() -> int:
@@ -267,3 +270,33 @@ def write_section(title: str, body: str, path: Path = BENCHMARKS_MD) -> None:
     else:
         text = text.rstrip() + "\n\n" + section
     path.write_text(text)
+
+
+# --- embeddings ----------------------------------------------------------------------------------------
+
+
+def cached_embeddings(
+    path: Path, encoder_id: str, texts: list[str], encode: Callable[[list[str]], Any]
+) -> Any:
+    """``encode(texts)`` for the texts of a dataset file, computed once and cached by the file's content
+    hash and the encoder's id (embeddings of different encoders are not interchangeable): a numpy array.
+    """
+    import numpy as np
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    safe_id = re.sub(r"[^A-Za-z0-9.-]+", "_", encoder_id)
+    target = EMBEDDINGS_CACHE / f"{path.name}.{digest}.{safe_id}.npy"
+    if target.exists():
+        cached = np.load(target)
+        if cached.shape[0] == len(texts):
+            return cached
+    print(
+        f"encoding {len(texts)} texts of {path.name} with {encoder_id} (once; cached in {target})",
+        file=sys.stderr,
+    )
+    started = time.perf_counter()
+    encoded = encode(texts)
+    print(f"  done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    EMBEDDINGS_CACHE.mkdir(parents=True, exist_ok=True)
+    np.save(target, encoded)
+    return encoded

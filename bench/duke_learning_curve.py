@@ -19,7 +19,6 @@ the datasets README's reference figures are fresh vs rotten only. Each run repla
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import pickle
@@ -41,7 +40,6 @@ REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
     # Run as a script (`python bench/duke_learning_curve.py`, as the Makefile does): make `duke` importable.
     sys.path.insert(0, str(REPO))
-CACHE_DIR = REPO / ".cache" / "duke-bench"
 DEFAULT_TRAIN = REPO.parent / "shared" / "datasets" / "reuters-r8.train.jsonl"
 DEFAULT_TEST = REPO.parent / "shared" / "datasets" / "reuters-r8.test.jsonl"
 SECTION = "## Duke learning curve"
@@ -83,29 +81,6 @@ def load_jsonl(path: Path) -> tuple[list[str], list[str]]:
     if not texts:
         raise SystemExit(f"error: {path} holds no samples")
     return texts, labels
-
-
-def cached_embeddings(path: Path, texts: list[str]) -> np.ndarray:
-    """MiniLM embeddings of a dataset file, computed once and cached by the file's content hash."""
-    from duke.encoder import ENCODER_ID, encode_texts
-
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    # Keyed by the encoder variant too: embeddings of different variants are not interchangeable.
-    safe_id = re.sub(r"[^A-Za-z0-9.-]+", "_", ENCODER_ID)
-    target = CACHE_DIR / f"{path.name}.{digest}.{safe_id}.npy"
-    if target.exists():
-        arr = np.load(target)
-        if arr.shape[0] == len(texts):
-            return arr
-    print(
-        f"encoding {len(texts)} texts of {path.name} with MiniLM (once; cached in {target})", file=sys.stderr
-    )
-    started = time.perf_counter()
-    arr = encode_texts(texts)
-    print(f"  done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    np.save(target, arr)
-    return arr
 
 
 @dataclass
@@ -512,8 +487,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore")  # sklearn's small-class and convergence chatter
     train_texts, train_labels = load_jsonl(args.train)
     test_texts, test_labels = load_jsonl(args.test)
-    train = Split(train_texts, train_labels, cached_embeddings(args.train, train_texts))
-    test = Split(test_texts, test_labels, cached_embeddings(args.test, test_texts))
+    from bench._common import cached_embeddings
+    from duke.encoder import ENCODER_ID, encode_texts
+
+    train = Split(
+        train_texts, train_labels, cached_embeddings(args.train, ENCODER_ID, train_texts, encode_texts)
+    )
+    test = Split(test_texts, test_labels, cached_embeddings(args.test, ENCODER_ID, test_texts, encode_texts))
 
     from duke.model import Sample, set_torch_threads
     from duke.training import train as duke_train

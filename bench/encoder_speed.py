@@ -16,7 +16,6 @@ re-times. Writes the `## MiniLM encoder variants` section of docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -26,7 +25,7 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
     sys.path.insert(0, str(REPO))
 
+from bench._common import cached_embeddings  # noqa: E402
 from duke.encoder import (  # noqa: E402
     PRODUCTION,
     REFERENCE,
@@ -45,7 +45,6 @@ from duke.encoder import (  # noqa: E402
     torch_threads,
 )
 
-CACHE_DIR = REPO / ".cache" / "duke-bench"
 SHARED = REPO.parent / "shared" / "datasets"
 DEFAULT_DATASETS = (SHARED / "reuters-r8", SHARED / "rotten-tomatoes")
 SECTION = "## MiniLM encoder variants"
@@ -96,26 +95,6 @@ class Today:
                 convert_to_numpy=True,
                 normalize_embeddings=True,
             ).astype(np.float32)
-
-
-def cached(
-    path: Path, encoder_id: str, texts: list[str], encode: Callable[[list[str]], np.ndarray]
-) -> np.ndarray:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    safe_id = re.sub(r"[^A-Za-z0-9.-]+", "_", encoder_id)
-    target = CACHE_DIR / f"{path.name}.{digest}.{safe_id}.npy"
-    if target.exists():
-        arr = np.load(target)
-        if arr.shape[0] == len(texts):
-            return arr
-    started = time.perf_counter()
-    arr = encode(texts)
-    print(
-        f"  encoded {path.name} with {encoder_id} in {time.perf_counter() - started:.0f} s", file=sys.stderr
-    )
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    np.save(target, arr)
-    return arr
 
 
 def linear_head_scores(
@@ -230,8 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         x_texts, y_train = load_jsonl(train_path)
         t_texts, y_test = load_jsonl(test_path)
         for name, enc in encoders.items():
-            x = cached(train_path, ids[name], x_texts, enc.encode)
-            t = cached(test_path, ids[name], t_texts, enc.encode)
+            x = cached_embeddings(train_path, ids[name], x_texts, enc.encode)
+            t = cached_embeddings(test_path, ids[name], t_texts, enc.encode)
             accuracy[(name, dataset)] = linear_head_scores(x, y_train, t, y_test)
             acc, f1, c = accuracy[(name, dataset)]
             print(

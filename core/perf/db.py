@@ -1,9 +1,10 @@
 """Statements for what every submission does, without the ORM building them: writes, reads, counts.
 
-Switch: none (the ledger and the submission path call these helpers directly; a switch would need a
-second, ORM-built copy of each statement). Measured: preparing a task's row 22 us instead of 47 (commit
-5742af8); the hold's writes as prepared statements took a submission from 5.7 to 2.0 ms in process
-(commit d003261).
+Switch: AICP_PERF_RAW_SQL (off: each helper does what it does through the ORM: ``bulk_create``,
+``Model.objects.raw``, ``QuerySet.update``, ``QuerySet.count``; same rows, same answers; callers do not
+change). Measured: preparing a task's row 22 us instead of 47 (commit 5742af8); the hold's writes as
+prepared statements took a submission from 5.7 to 2.0 ms in process (commit d003261); HTTP A/B of issue
+19 (bench/perf_ab.py --http): 2.39x POST /tasks requests/s, p99 2.08x lower.
 
 Building a statement costs the ORM 0.1-0.3 ms of Python on this machine, several times what SQLite
 spends running it, and a submission writes a task, two ledger entries and two balances inside the one
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, models, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.base.operations import BaseDatabaseOperations
@@ -29,6 +31,11 @@ from django.utils import timezone
 _inserts: dict[tuple[type[Model], str, int], str] = {}
 _readers: dict[tuple[type[Model], str, tuple[str, ...]], tuple[list[str], list[tuple[list, object]]]] = {}
 _updates: dict[tuple[type[Model], str, str], str] = {}
+
+
+def _raw() -> bool:
+    """AICP_PERF_RAW_SQL, read at each call (tests and benchmarks flip it with settings)."""
+    return getattr(settings, "AICP_PERF_RAW_SQL", True)
 
 
 @dataclass(frozen=True)
@@ -125,8 +132,10 @@ def prepare_row(row: Model) -> PreparedRow:
     """The values ``insert_rows`` would send for ``row``, each prepared by its own field, computed now.
 
     For work that need not wait for the write lock: a caller prepares its rows before BEGIN. Fields set
-    on save (``auto_now_add``) take this moment.
+    on save (``auto_now_add``) take this moment (switched off: the moment of the insert, as ``save()``).
     """
+    if not _raw():  # the ORM prepares and stamps the row when it inserts it, as save() does
+        return PreparedRow(row, [])
     connection = connections[router.db_for_write(type(row))]
     return PreparedRow(row, _values(row, connection))
 
@@ -155,6 +164,9 @@ def insert_rows(rows: Sequence[Model | PreparedRow]) -> None:
         return
     objects = [row.row if isinstance(row, PreparedRow) else row for row in rows]
     model = type(objects[0])
+    if not _raw():
+        model._base_manager.bulk_create(objects)
+        return
     connection = connections[router.db_for_write(model)]
     _insert(
         model,
@@ -188,6 +200,9 @@ def insert_values(model: type[Model], rows: Sequence[dict[str, object]]) -> None
     """
     if not rows:
         return
+    if not _raw():
+        model._base_manager.bulk_create([model(**row) for row in rows])
+        return
     connection = connections[router.db_for_write(model)]
     plan = _insert_plan(model, connection)
     now = timezone.now()
@@ -213,6 +228,8 @@ def fetch_models(model: type[Model], sql: str, params: Sequence[object]) -> list
     (SQLite's decimals become Decimal the same way), and the instance built by ``Model.from_db``; without
     RawQuerySet's per-query column mapping, which cost several times the query itself.
     """
+    if not _raw():
+        return list(model._base_manager.raw(sql, params))
     connection = connections[router.db_for_read(model)]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -251,6 +268,10 @@ def fetch_models(model: type[Model], sql: str, params: Sequence[object]) -> list
 
 def update_field(model: type[Model], field_name: str, values: Iterable[tuple[object, object]]) -> None:
     """Sets one field of rows given by primary key: ``(pk, value)`` pairs, one prepared statement."""
+    if not _raw():
+        for pk, value in values:
+            model._base_manager.filter(pk=pk).update(**{field_name: value})
+        return
     connection = connections[router.db_for_write(model)]
     field = model._meta.get_field(field_name)
     shape = (model, connection.alias, field_name)
@@ -284,6 +305,9 @@ def count_rows(model: type[Model], where: str, params: Sequence[object], *, limi
     up to ``limit`` when given.
     """
     connection = connections[router.db_for_read(model)]
+    if not _raw():
+        matching = model._base_manager.extra(where=[where], params=_adapted(connection, params))
+        return (matching[:limit] if limit is not None else matching).count()
     rows = f"SELECT 1 FROM {connection.ops.quote_name(model._meta.db_table)} WHERE {where}"
     values = _adapted(connection, params)
     if limit is not None:
@@ -302,6 +326,11 @@ def count_rows_each(
     """
     if not keys:
         return {}
+    if not _raw():
+        return {
+            key: count_rows(model, f"{column} = %s AND ({where})", [key, *params], limit=limit)
+            for key in keys
+        }
     connection = connections[router.db_for_read(model)]
     quote = connection.ops.quote_name
     rows = f"SELECT 1 FROM {quote(model._meta.db_table)} WHERE {quote(column)} = %s AND ({where}) LIMIT %s"

@@ -2,7 +2,8 @@
 
 Switch: AICP_SUBMIT_GROUP_MAX (1: each submission written alone). Measured: with the shared writing
 connection (core.perf.db.process_connection) 30% less per task (commit 86e22a7); POST /tasks
-773 -> 939 req/s together with the balanced web worker (BENCHMARKS, commit 14143e6).
+773 -> 939 req/s together with the balanced web worker (BENCHMARKS, commit 14143e6); HTTP A/B of issue 19
+(bench/perf_ab.py --http): 2.18x POST /tasks requests/s, p99 1.81x lower.
 
 On SQLite every write transaction holds the database's one write lock, and its fixed costs (BEGIN,
 COMMIT's WAL append, taking turns with the other threads and processes) were most of a submission's

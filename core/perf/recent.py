@@ -1,7 +1,8 @@
 """A per-process map of recently read rows, for the reads every request repeats (its user, its token).
 
 Switch: AICP_RECENT_ROWS_S (0: every request reads its user and decodes its token). Measured: part of
-d003261 (POST /tasks in process 5.7 -> 2.0 ms with the shared fields and prepared statements).
+d003261 (POST /tasks in process 5.7 -> 2.0 ms with the shared fields and prepared statements); HTTP A/B of
+issue 19 (bench/perf_ab.py --http): 1.53x POST /tasks requests/s, p99 1.50x lower.
 
 Reading a row through the ORM costs about 0.2 ms of Python on this machine, for 0.03 ms of database
 work, and decoding a JWT about as much. An entry lives `AICP_RECENT_ROWS_S` seconds; a save or delete

@@ -124,13 +124,32 @@ def test_it_retries_a_rate_limit_and_succeeds(llm_endpoint, llm_simulator):
     assert llm_simulator.request_count == 2
 
 
-def test_it_honours_retry_after(llm_endpoint, llm_simulator):
-    llm_simulator.script(Fault(429, retry_after=0.3))
+class _SteppedClock:
+    """Stands in for the ``time`` module inside agents.llm: sleeping advances the clock, at once."""
 
-    started = time.monotonic()
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return time.time() + (self.now - 1000.0)
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_it_honours_retry_after(llm_endpoint, llm_simulator, monkeypatch):
+    llm_simulator.script(Fault(429, retry_after=0.3))
+    clock = _SteppedClock()
+    monkeypatch.setattr(llm, "time", clock)
+
     result = complete(endpoint=llm_endpoint, text="hello", **FAST)
 
-    assert time.monotonic() - started >= 0.3
+    assert clock.slept and clock.slept[0] >= 0.3, clock.slept  # the server's 0.3 s, not the 0.01 s backoff
     assert result.attempts == 2
     assert result.latency_ms >= 300  # latency covers the whole call, waits included
 

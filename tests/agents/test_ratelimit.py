@@ -111,23 +111,33 @@ def test_it_keeps_the_database_bucket_between_calls_and_keys_apart():
 
 
 _SHARED_TAKER = """
-import json, sys, time
+import json, sys
 import django
 django.setup()
 from agents.ratelimit import DatabaseLimiter, Limits, RedisLimiter
-backend, key, rpm, duration = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+backend, key, rpm = sys.argv[1], sys.argv[2], int(sys.argv[3])
 limiter = RedisLimiter(backend) if backend.startswith("redis://") else DatabaseLimiter()
 limits = Limits(rpm=rpm, burst_s=1)
 print("ready", flush=True)
-start_at = float(sys.stdin.readline())
-time.sleep(max(0.0, start_at - time.time()))
-granted, first, last = 0, time.time(), time.time()
-while time.time() < start_at + duration:
-    granted += limiter.take(key, limits, [1]).granted
-    last = time.time()
-    time.sleep(0.002)
-print(json.dumps({"granted": granted, "first": first, "last": last}))
+granted = 0
+for line in sys.stdin:  # one batch of virtual instants per line, at the same time as the parent's
+    if line.startswith("probe "):  # one take at a given instant, its grant printed
+        print(limiter.take(key, limits, [1], now=float(line.split()[1])).granted, flush=True)
+        continue
+    if not line.strip():
+        break
+    for now in json.loads(line):
+        granted += limiter.take(key, limits, [1], now=now).granted
+    print("done", flush=True)
+print(json.dumps({"granted": granted}), flush=True)
 """
+
+# The shared-bucket tests run on a virtual clock (``now=``): 20 requests/s, so a bucket holds 20 and
+# refills one every 50 ms of virtual time, whatever the machine's load.
+RPM = 1200
+STEP_S = 0.01  # virtual seconds between two takes of one process
+STEPS = 300  # 3 virtual seconds
+BATCH = 10  # the two processes start every 10 steps together: they race, neither runs ahead
 
 
 def _database_env() -> dict[str, str]:
@@ -141,10 +151,11 @@ def _database_env() -> dict[str, str]:
     return env
 
 
-def _take_in_two_processes(backend: str, key: str, rpm: int, duration: float) -> tuple[int, float]:
-    """This process and a subprocess take from the same bucket at the same time: (total granted, window)."""
+def _take_in_two_processes(backend: str, key: str) -> tuple[int, float]:
+    """This process and a subprocess take from the same bucket at the same (virtual) instants, batch by
+    batch at the same time: (total granted, virtual window). First, each sees what the other took."""
     child = subprocess.Popen(
-        [sys.executable, "-c", _SHARED_TAKER, backend, key, str(rpm), str(duration)],
+        [sys.executable, "-c", _SHARED_TAKER, backend, key, str(RPM)],
         cwd=REPO,
         env=_database_env(),
         stdin=subprocess.PIPE,
@@ -152,38 +163,54 @@ def _take_in_two_processes(backend: str, key: str, rpm: int, duration: float) ->
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert child.stdout.readline().strip() == "ready", child.stderr.read()
-    start_at = time.time() + 0.3
-    child.stdin.write(f"{start_at}\n")
-    child.stdin.flush()
-    limiter = RedisLimiter(backend) if backend.startswith("redis://") else DatabaseLimiter()
-    limits = Limits(rpm=rpm, burst_s=1)
-    time.sleep(max(0.0, start_at - time.time()))
-    mine, first, last = 0, time.time(), time.time()
-    while time.time() < start_at + duration:
-        mine += limiter.take(key, limits, [1]).granted
-        last = time.time()
-        time.sleep(0.002)
-    out, err = child.communicate(timeout=60)
+    try:
+        assert child.stdout.readline().strip() == "ready", child.stderr.read()
+        limiter = RedisLimiter(backend) if backend.startswith("redis://") else DatabaseLimiter()
+        limits = Limits(rpm=RPM, burst_s=1)
+
+        def child_takes_at(now: float) -> int:
+            child.stdin.write(f"probe {now}\n")
+            child.stdin.flush()
+            return int(child.stdout.readline())
+
+        # Sharing, step by step: this process empties the bucket; the child finds it empty at the same
+        # instant and is granted the one request 50 ms refill; this process then finds that gone too.
+        assert limiter.take(key, limits, [1] * 25, now=T0).granted == 20
+        assert child_takes_at(T0) == 0, "the child has a bucket of its own"
+        assert child_takes_at(T0 + 0.05) == 1
+        assert limiter.take(key, limits, [1], now=T0 + 0.05).granted == 0
+        start = T0 + 0.05
+        mine = 0
+        for batch in range(STEPS // BATCH):
+            instants = [start + (batch * BATCH + i + 1) * STEP_S for i in range(BATCH)]
+            child.stdin.write(json.dumps(instants) + "\n")
+            child.stdin.flush()
+            for now in instants:
+                mine += limiter.take(key, limits, [1], now=now).granted
+            assert child.stdout.readline().strip() == "done", child.stderr.read()
+        out, err = child.communicate("\n", timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
     assert child.returncode == 0, err
     theirs = json.loads(out.strip().splitlines()[-1])
     assert theirs["granted"] > 0 and mine > 0, "both processes must have been served"
-    window = max(last, theirs["last"]) - min(first, theirs["first"])
-    return mine + theirs["granted"], window
+    return mine + theirs["granted"], STEPS * STEP_S
 
 
 def _assert_shared_rate(total: int, window: float, rpm: int) -> None:
-    rate, burst = rpm / 60, max(1.0, rpm / 60)
-    # Two processes each holding their own bucket would get about twice this.
-    assert total <= burst + rate * window + 1
-    assert total >= rate * window * 0.6, "the limiter must not starve its callers either"
+    rate = rpm / 60
+    # The race started on an empty bucket. Two processes each holding their own bucket, or losing each
+    # other's updates, would get up to twice this.
+    assert total <= rate * window + 1
+    assert total >= rate * window * 0.9, "the limiter must not starve its callers either"
 
 
 # serialized_rollback: a plain flush would recreate content types that the next serialized test reloads.
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_it_shares_the_database_bucket_between_two_processes():
-    total, window = _take_in_two_processes("db", "shared-agent", rpm=1200, duration=1.5)
-    _assert_shared_rate(total, window, rpm=1200)
+    total, window = _take_in_two_processes("db", "shared-agent")
+    _assert_shared_rate(total, window, rpm=RPM)
 
 
 @pytest.fixture
@@ -231,8 +258,8 @@ def test_it_keeps_the_redis_bucket_with_the_same_arithmetic(redis_url):
 
 @pytest.mark.django_db
 def test_it_shares_the_redis_bucket_between_two_processes(redis_url):
-    total, window = _take_in_two_processes(redis_url, "shared-agent", rpm=1200, duration=1.5)
-    _assert_shared_rate(total, window, rpm=1200)
+    total, window = _take_in_two_processes(redis_url, "shared-agent")
+    _assert_shared_rate(total, window, rpm=RPM)
 
 
 # --- circuit breaker -----------------------------------------------------------------------------------

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 from django_q.conf import Conf
@@ -21,9 +17,8 @@ from django_q.models import Task as QueueTask
 from django_q.tasks import async_task
 
 from duke import queue
-from tests.faults.harness import cluster_env
+from tests.faults.harness import cluster_env, running_cluster, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 LEARNING = "duke"
 
 
@@ -54,13 +49,6 @@ def test_it_enqueues_them_on_the_main_cluster_when_no_learning_cluster_is_set(re
     assert list(OrmQ.objects.values_list("key", flat=True)) == [Conf.CLUSTER_NAME]
 
 
-def _wait_until(condition, timeout_s: float, details) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, details()
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_it_runs_learning_jobs_in_a_cluster_whose_workers_yield_the_cpu(real_queue, settings, tmp_path):
@@ -73,25 +61,15 @@ def test_it_runs_learning_jobs_in_a_cluster_whose_workers_yield_the_cpu(real_que
         DUKE_LEARNING_NICE="19",
     )
     report = tmp_path / "priority.txt"
-    with log_path.open("ab") as log:
-        cluster = subprocess.Popen(
-            [sys.executable, str(REPO / "manage.py"), "qcluster"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with running_cluster(env, log_path):
         async_task("tests.duke.priority_probe.write_priority", str(report), cluster=LEARNING)
         queue.enqueue_training()
-        _wait_until(
+        wait_for(
             lambda: report.exists() and QueueTask.objects.filter(func="duke.jobs.train").exists(),
             90,
+            "the probe's report and the training job's result",
             lambda: log_path.read_text(errors="replace")[-3000:],
         )
-    finally:
-        cluster.terminate()
-        cluster.wait(timeout=30)
     reported = json.loads(report.read_text())
     assert reported["nice"] == 19 > os.getpriority(os.PRIO_PROCESS, 0)
     if hasattr(os, "SCHED_IDLE"):

@@ -13,7 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -183,6 +184,17 @@ class Cluster:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
+
+
+@contextmanager
+def running_cluster(env: dict[str, str], log_path: Path, *, workers: int = 0) -> Iterator[Cluster]:
+    """A real `manage.py qcluster` (env: ``cluster_env``) for the block: started, and stopped however the
+    block ends. ``workers``: how many worker processes to wait for before the block starts."""
+    cluster = Cluster(env, log_path, workers)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
 
 
 def wait_for(

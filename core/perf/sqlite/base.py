@@ -1,7 +1,8 @@
 """Django's SQLite backend, with write transactions that queue for the lock instead of sleeping for it.
 
 Switch: AICP_PERF_SQLITE_QUEUE (off: Django's own sqlite3 backend). Measured: p99 of POST /tasks
-halved in A/B runs (1.2-1.5 s -> 0.5 s), throughput +10-60% on the loaded box (commit 2d60deb).
+halved in A/B runs (1.2-1.5 s -> 0.5 s), throughput +10-60% on the loaded box (commit 2d60deb); HTTP A/B of
+issue 19 (bench/perf_ab.py --http, 12 rounds at load 10-20): throughput 1.10x, p99 1.21x lower (median).
 
 SQLite has one writer at a time; our transactions are IMMEDIATE, so each takes the write lock at BEGIN.
 A writer that finds it taken sleeps in SQLite's busy handler, in steps growing to 100 ms, and retries.

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from django.db import OperationalError, connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 
 from core.perf.sqlite.base import _mutex
 from tasks.models import DrainSlot
@@ -82,33 +83,46 @@ def test_it_commits_every_transaction_of_many_concurrent_writers():
     assert _is_free(_turn())
 
 
-def _hold_write_lock_elsewhere(seconds: float) -> threading.Thread:
-    """Another process's writer, as SQLite sees it: its own connection holding the write lock."""
-    path = str(connection.settings_dict["NAME"])
-    started = threading.Event()
+class _WriterElsewhere:
+    """Another process's writer, as SQLite sees it: its own connection holding the write lock until
+    ``release`` is set (or until ``until()`` is true, polled with a deadline)."""
 
-    def hold() -> None:
+    def __init__(self, until=lambda: False) -> None:
+        self.holding, self.release, self.committing = threading.Event(), threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._hold, args=(str(connection.settings_dict["NAME"]), until))
+        self.thread.start()
+        assert self.holding.wait(10)
+
+    def _hold(self, path: str, until) -> None:
         other = sqlite3.connect(path, timeout=5, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
-        started.set()
-        time.sleep(seconds)
+        self.holding.set()
+        deadline = time.monotonic() + 10
+        while not self.release.is_set() and not until() and time.monotonic() < deadline:
+            self.release.wait(0.005)
+        self.committing.set()  # before COMMIT: no other writer can begin until it is done
         other.execute("COMMIT")
         other.close()
 
-    thread = threading.Thread(target=hold)
-    thread.start()
-    started.wait(5)
-    return thread
+    def join(self) -> None:
+        self.release.set()
+        self.thread.join(10)
+
+
+def _begins(log) -> int:
+    return sum(1 for query in list(log) if query["sql"].startswith("BEGIN"))
 
 
 def test_it_waits_for_another_writer_then_begins():
-    holder = _hold_write_lock_elsewhere(0.3)
-    started = time.monotonic()
-    with transaction.atomic():
-        DrainSlot.objects.create(number=4)
-    waited = time.monotonic() - started
+    with CaptureQueriesContext(connection) as captured:  # failed BEGINs are logged too
+        # The other writer commits only once this one has tried to BEGIN and tried again: it waited.
+        holder = _WriterElsewhere(until=lambda: _begins(captured.connection.queries_log) >= 2)
+        with transaction.atomic():
+            began_after_the_other_committed = holder.committing.is_set()
+            DrainSlot.objects.create(number=4)
     holder.join()
-    assert waited >= 0.25
+    assert began_after_the_other_committed
+    assert _begins(captured.captured_queries) >= 2, captured.captured_queries
     assert DrainSlot.objects.filter(number=4).exists()
     # SQLite's own busy timeout is back for statements outside transactions.
     with connection.cursor() as cursor:
@@ -118,7 +132,7 @@ def test_it_waits_for_another_writer_then_begins():
 
 def test_it_gives_up_on_another_writer_after_the_busy_timeout(monkeypatch):
     monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 0.2)
-    holder = _hold_write_lock_elsewhere(1.0)
+    holder = _WriterElsewhere()  # holds until released, after this writer gave up
     try:
         with pytest.raises(OperationalError, match="database is locked"), transaction.atomic():
             pass

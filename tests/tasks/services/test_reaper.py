@@ -6,13 +6,8 @@ in-process (sync mode) and in a real `manage.py qcluster`.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
-import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -28,9 +23,8 @@ from tasks.execution.slots import drain_slot_reserve
 from tasks.models import Task
 from tasks.services.lifecycle import task_claim, task_requeue_expired
 from tests.factories import submit
-from tests.faults.harness import database_env
+from tests.faults.harness import cluster_env, running_cluster, wait_for
 
-REPO = Path(__file__).resolve().parents[3]
 LABELS = ["alpha", "beta"]
 
 
@@ -121,39 +115,19 @@ def test_it_requeues_an_expired_lease_in_a_real_cluster(llm_settings, monkeypatc
     monkeypatch.setattr(Conf, "SYNC", False)  # enqueue to the broker the cluster reads
     buyer = make_buyer("reaped-in-a-cluster")
     task = _claimed_by_a_dead_worker(buyer)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "AICP_Q_SYNC": "0",
-        "AICP_TEST_KEEP_LLM_ENV": "1",
-        "OPENAI_BASE_URL": llm_settings.base_url,
-        "OPENAI_API_KEY": "test-key",
-        "PYTHONUNBUFFERED": "1",
-    }
-    # The test database on either engine (on PostgreSQL, DATABASE_URL names the dev database).
-    env.update(database_env())
     log_path = tmp_path / "qcluster.log"
-    with log_path.open("ab") as log:
-        cluster = subprocess.Popen(
-            [sys.executable, str(REPO / "manage.py"), "qcluster"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with running_cluster(cluster_env(llm_settings.base_url), log_path):
         # What the schedule does every minute (its firing is django-q2's scheduler, tested in-process
         # above): put the reaper job on the queue the cluster reads.
         async_task("tasks.jobs.reap_expired_leases")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def completed() -> bool:
             task.refresh_from_db()
-            if task.status == Task.Status.COMPLETED:
-                break
-            time.sleep(0.2)
-    finally:
-        cluster.terminate()
-        cluster.wait(timeout=30)
+            return task.status == Task.Status.COMPLETED
+
+        wait_for(
+            completed, 60, "the reaped task to complete", lambda: log_path.read_text(errors="replace")[-3000:]
+        )
     log = log_path.read_text(errors="replace")
     assert task.status == Task.Status.COMPLETED, log[-3000:]
     assert task.attempts == 2 and _payouts(task) == 1
