@@ -141,6 +141,8 @@ def report(args: argparse.Namespace, data: dict, live: dict | None, runs: dict[s
             f"| learning phase: last task completed at | {live['learned_s']:.0f} s |",
             f"| versions when the last learning task completed + settling (≤ {args.settle_s:g} s) | "
             f"{live['versions_after_settle']} (settled: {'yes' if live['settled'] else 'no'}) |",
+            f"| **versions existing (finished) when the last learning task completed + 60 s** | "
+            f"**{live.get('versions_at_60', '–')}** ({live.get('finished_at_60', '–')}) |",
             f"| serving phase: tasks POSTed (`auto`) | {len(serving)} |",
             f"| **Duke's share of new tasks** | **{_pct(len(served) / len(serving) if serving else None)}** "
             f"({len(served)}) |",
