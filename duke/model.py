@@ -77,6 +77,19 @@ class OutOfFold:
     predicted: np.ndarray
     confidence: np.ndarray
     has_embedding: np.ndarray
+    # The n-gram view alone (its own temperature), as `predict` answers a text without an embedding.
+    ngram_predicted: np.ndarray | None = None
+    ngram_confidence: np.ndarray | None = None
+
+    def served(self, ngram_first: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted, confidence) under `TrainedModel.predict_served`'s rule with this `ngram_first`."""
+        if ngram_first is None or self.ngram_confidence is None or self.ngram_predicted is None:
+            return self.predicted, self.confidence
+        first = self.ngram_confidence >= ngram_first
+        return (
+            np.where(first, self.ngram_predicted, self.predicted),
+            np.where(first, self.ngram_confidence, self.confidence),
+        )
 
 
 @dataclass(frozen=True)
@@ -277,6 +290,30 @@ class TrainedModel:
             best = int(np.argmax(p))
             predictions.append(Prediction(label=known[best], confidence=float(p[best]), probabilities=probs))
         return predictions
+
+    @property
+    def ngram_first(self) -> float | None:
+        """The n-gram-first cut the version was certified with (None: the mixed model answers every text)."""
+        value = self.metadata.get("ngram_first")
+        return None if value is None else float(value)
+
+    def predict_served(self, inputs: Sequence[Sample | Input]) -> list[Prediction]:
+        """What routing serves: the n-gram view's answer when its confidence reaches `ngram_first`, else
+        `predict`'s with the input's embedding. Thresholds are certified on exactly this rule."""
+        inputs = list(inputs)
+        kappa = self.ngram_first
+        if kappa is None:
+            return self.predict(inputs)
+        bare = [Input(i.text, tuple(i.label_set), i.task_type, None) for i in inputs]
+        alone = self.predict(bare)
+        rest = [
+            k
+            for k, (inp, p) in enumerate(zip(inputs, alone, strict=True))
+            if p.confidence < kappa and inp.embedding is not None
+        ]
+        for k, p in zip(rest, self.predict([inputs[k] for k in rest]), strict=True):
+            alone[k] = p
+        return alone
 
     def _emb_gap_bounds(self) -> np.ndarray:
         """|mix_emb| * ||W_k - W_a|| for every label pair: how far a unit embedding can move a logit gap."""

@@ -139,24 +139,33 @@ def _route(*, text: str, labels: Sequence[str], task_type: str) -> RouteDecision
         # certificate says. The next training (on re-encoded samples) serves again.
         return None
     audit = _audit_rng.random() < settings.DUKE_AUDIT_RATE
-    started = time.perf_counter()
-    prediction = None
-    if needs_embedding(model) and not audit:
-        # Most served texts are settled by the n-gram view whatever their embedding: the same label at
-        # or above the same certified threshold, without the encoder (~25 ms of CPU a long text). An
-        # audited task takes the full path so that the confidence it records is the exact one.
-        prediction = decide_without_embedding(
-            model, text=text, labels=labels, task_type=task_type, threshold=threshold
-        )
-    encoded = started
-    if prediction is None:
-        embedding = _embed(text) if needs_embedding(model) else None
-        if embedding is False:
-            return None
-        encoded = time.perf_counter()
-        prediction = decide(
-            model, text=text, labels=labels, task_type=task_type, embedding=embedding, threshold=threshold
-        )
+    started = encoded = time.perf_counter()
+    embeds = needs_embedding(model)
+    kappa = model.ngram_first if embeds else None
+    alone = None
+    if kappa is not None:
+        # The rule the version's thresholds were certified on (TrainedModel.predict_served): a text the
+        # n-gram view alone is sure of (>= kappa) gets the n-gram view's answer, and no encoder runs.
+        alone = decide(model, text=text, labels=labels, task_type=task_type, embedding=None, threshold=kappa)
+    if alone is not None:
+        prediction = alone if alone.confidence >= threshold else None
+    else:
+        prediction = None
+        if embeds and kappa is None and not audit:
+            # Settled by the n-gram view whatever the text's embedding: the mixed model's label at or above
+            # the threshold, without the encoder. An audited task takes the full path so that the
+            # confidence it records is the exact one.
+            prediction = decide_without_embedding(
+                model, text=text, labels=labels, task_type=task_type, threshold=threshold
+            )
+        if prediction is None:
+            embedding = _embed(text) if embeds else None
+            if embedding is False:
+                return None
+            encoded = time.perf_counter()
+            prediction = decide(
+                model, text=text, labels=labels, task_type=task_type, embedding=embedding, threshold=threshold
+            )
     decided = time.perf_counter()
     if prediction is None:
         return None
