@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import REPO, load_average, percentile, write_section  # noqa: E402
-from bench._duke_live_report import LEARNING_OFF, combined, report  # noqa: E402
+from bench._duke_live_report import LEARNING_OFF, combined, report, verdicts  # noqa: E402
 from bench._live_stack import (  # noqa: E402
     LLM_AGENT,
     Api,
@@ -475,6 +475,8 @@ def main() -> int:
 
     body = report(args, data, live, runs)
     print(body)
+    for line in verdicts(args, live, runs):
+        print(line)
     if not args.no_write:
         title = f"{SECTION}: {args.dataset.name}" + ("" if live else ", throughput")
         write_section(title, body)
