@@ -4,6 +4,10 @@ A task is Duke's when the production version has a calibrated threshold for its 
 that type is not suspended on that version, every label it offers is one Duke knows, and Duke's
 confidence reaches the threshold. Anything else (including any error here) goes to the LLM: routing
 must never make a submission fail.
+
+Duke's confidence is the one its threshold was certified on (`TrainedModel.predict_served`): the n-gram
+view's when that view alone reaches the version's `ngram_first` (no encoder runs: most requests), else
+the mixed model's with the text's embedding (encoded in the request, one forward per process at a time).
 """
 
 from __future__ import annotations
