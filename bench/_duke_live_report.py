@@ -141,6 +141,8 @@ def report(args: argparse.Namespace, data: dict, live: dict | None, runs: dict[s
             f"| learning phase: last task completed at | {live['learned_s']:.0f} s |",
             f"| versions when the last learning task completed + settling (≤ {args.settle_s:g} s) | "
             f"{live['versions_after_settle']} (settled: {'yes' if live['settled'] else 'no'}) |",
+            f"| **versions existing (finished) when the last learning task completed + 60 s** | "
+            f"**{live.get('versions_at_60', '–')}** ({live.get('finished_at_60', '–')}) |",
             f"| serving phase: tasks POSTed (`auto`) | {len(serving)} |",
             f"| **Duke's share of new tasks** | **{_pct(len(served) / len(serving) if serving else None)}** "
             f"({len(served)}) |",
@@ -224,3 +226,33 @@ def _mean(values: list[Decimal]) -> str:
     if not values:
         return "–"
     return str((sum(values, Decimal(0)) / len(values)).quantize(Decimal("0.0001")))
+
+
+def verdicts(args: argparse.Namespace, live: dict | None, runs: dict[str, tuple[str, dict]]) -> list[str]:
+    """One VERDICT line per issue-18 target the run measured, with the load average at the end."""
+    lines = []
+    if live:
+        versions = live.get("versions_at_60")
+        lines.append(
+            f"VERDICT item 1 (>= 13 versions at last learning task + 60 s, {args.tasks} samples at "
+            f"{args.rate:g}/s): {'PASS' if versions is not None and versions >= 13 else 'FAIL'} ({versions})"
+        )
+        latency = live.get("latency")
+        if latency:
+            met = latency["duke_p99"] < TARGET_P99_MS and latency["after_p99"] < TARGET_P99_MS
+            lines.append(
+                f"VERDICT item 5 (Duke-served POST /tasks p99 < {TARGET_P99_MS:g} ms at "
+                f"{args.latency_clients} clients, also after a promotion): {'PASS' if met else 'FAIL'} "
+                f"(p99 {latency['duke_p99']:.1f} ms, after promotion {_fmt(latency['after_p99'], '.1f')} ms)"
+            )
+    off = runs.get(LEARNING_OFF)
+    on = runs.get("learning-on")
+    if off and on and off[1]["per_s"] > 0:
+        ratio = on[1]["per_s"] / off[1]["per_s"]
+        overlapped = on[1]["trained_meanwhile"]
+        lines.append(
+            f"VERDICT item 9 (learning on / off >= {TARGET_RATIO}, with trainings inside the window): "
+            f"{'PASS' if ratio >= TARGET_RATIO and overlapped > 0 else 'FAIL'} "
+            f"(ratio {ratio:.2f}, trainings finished inside: {overlapped})"
+        )
+    return [f"{line}; load {load_average()}" for line in lines]

@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import REPO, load_average, percentile, write_section  # noqa: E402
-from bench._duke_live_report import LEARNING_OFF, combined, report  # noqa: E402
+from bench._duke_live_report import LEARNING_OFF, combined, report, verdicts  # noqa: E402
 from bench._live_stack import (  # noqa: E402
     LLM_AGENT,
     Api,
@@ -157,6 +157,10 @@ def learning_run(args: argparse.Namespace, root: Path, teacher: Path, data: dict
         recorder.phase = "settling"
         settled = _settle(stack, args.settle_s)
         versions_after_settle = len(_versions(stack))
+        # Issue 18 item 1 counts the versions that exist 60 s after the last learning task completed.
+        while time.monotonic() < learned_at + 60:
+            time.sleep(0.2)
+        versions_at_60 = _versions(stack)
         recorder.phase = "serving"
         recorder.feeds = {"learning": learning, "serving": serving}
         feed(
@@ -188,6 +192,8 @@ def learning_run(args: argparse.Namespace, root: Path, teacher: Path, data: dict
         "learned_s": learned_at - began,
         "settled": settled,
         "versions_after_settle": versions_after_settle,
+        "versions_at_60": len(versions_at_60),
+        "finished_at_60": sum(1 for v in versions_at_60 if v.get("finished_at")),
         "versions": versions,
         "latency": latency,
         "preload_lines": preload_lines,
@@ -469,6 +475,8 @@ def main() -> int:
 
     body = report(args, data, live, runs)
     print(body)
+    for line in verdicts(args, live, runs):
+        print(line)
     if not args.no_write:
         title = f"{SECTION}: {args.dataset.name}" + ("" if live else ", throughput")
         write_section(title, body)

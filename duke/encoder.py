@@ -228,6 +228,7 @@ class MiniLMEncoder:
 
 _encoder: MiniLMEncoder | None = None
 _encoder_lock = threading.Lock()
+_run_lock = threading.Lock()
 
 
 def _production_encoder() -> MiniLMEncoder:
@@ -252,9 +253,13 @@ def encode_texts(texts: Sequence[str]) -> np.ndarray:
     # second one costs more than it saves (15 vs 18 ms for one sentence on the 2-core box), and the
     # other core is usually busy with the web server or the queue. Batches use torch_threads().
     threads = 1 if len(texts) <= _SINGLE_THREAD_UP_TO else torch_threads()
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    return encoder.encode(texts)
+    # One forward pass at a time per process: a web worker's 8 threads encoding at once on 2 cores only
+    # make each other slower (and torch's thread count is process-wide: one call must not change it
+    # under another). Two web workers still use both cores.
+    with _run_lock:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        return encoder.encode(texts)
 
 
 def embedding_to_bytes(vec: np.ndarray | Sequence[float]) -> bytes:

@@ -77,6 +77,19 @@ class OutOfFold:
     predicted: np.ndarray
     confidence: np.ndarray
     has_embedding: np.ndarray
+    # The n-gram view alone (its own temperature), as `predict` answers a text without an embedding.
+    ngram_predicted: np.ndarray | None = None
+    ngram_confidence: np.ndarray | None = None
+
+    def served(self, ngram_first: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted, confidence) under `TrainedModel.predict_served`'s rule with this `ngram_first`."""
+        if ngram_first is None or self.ngram_confidence is None or self.ngram_predicted is None:
+            return self.predicted, self.confidence
+        first = self.ngram_confidence >= ngram_first
+        return (
+            np.where(first, self.ngram_predicted, self.predicted),
+            np.where(first, self.ngram_confidence, self.confidence),
+        )
 
 
 @dataclass(frozen=True)
@@ -240,8 +253,11 @@ class TrainedModel:
 
     def logits(self, inputs: Sequence[Sample | Input]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Untempered masked logits (-inf outside each input's set), the mask and has-embedding flags."""
-        set_torch_threads()
         inputs = list(inputs)
+        if len(inputs) > 4:
+            # A batch uses the cores; one text (a request) runs on the thread count the process has,
+            # so that concurrent requests never flip torch's process-wide setting under each other.
+            set_torch_threads()
         out_logits, out_mask, out_has = [], [], []
         with torch.inference_mode():
             for start in range(0, len(inputs), _PREDICT_BATCH):
@@ -274,6 +290,74 @@ class TrainedModel:
             best = int(np.argmax(p))
             predictions.append(Prediction(label=known[best], confidence=float(p[best]), probabilities=probs))
         return predictions
+
+    @property
+    def ngram_first(self) -> float | None:
+        """The n-gram-first cut the version was certified with (None: the mixed model answers every text)."""
+        value = self.metadata.get("ngram_first")
+        return None if value is None else float(value)
+
+    def predict_served(self, inputs: Sequence[Sample | Input]) -> list[Prediction]:
+        """What routing serves: the n-gram view's answer when its confidence reaches `ngram_first`, else
+        `predict`'s with the input's embedding. Thresholds are certified on exactly this rule."""
+        inputs = list(inputs)
+        kappa = self.ngram_first
+        if kappa is None:
+            return self.predict(inputs)
+        bare = [Input(i.text, tuple(i.label_set), i.task_type, None) for i in inputs]
+        alone = self.predict(bare)
+        rest = [
+            k
+            for k, (inp, p) in enumerate(zip(inputs, alone, strict=True))
+            if p.confidence < kappa and inp.embedding is not None
+        ]
+        for k, p in zip(rest, self.predict([inputs[k] for k in rest]), strict=True):
+            alone[k] = p
+        return alone
+
+    def _emb_gap_bounds(self) -> np.ndarray:
+        """|mix_emb| * ||W_k - W_a|| for every label pair: how far a unit embedding can move a logit gap."""
+        cached = getattr(self, "_gap_bounds", None)
+        if cached is None:
+            weight = self.net.emb_out.weight.detach().double().numpy()
+            diff = weight[:, None, :] - weight[None, :, :]
+            cached = abs(float(self.net.mix[1])) * np.sqrt((diff**2).sum(-1))
+            self._gap_bounds = cached
+        return cached
+
+    def decide_without_embedding(self, inp: Input, threshold: float) -> Prediction | None:
+        """The answer `predict` gives WITH the text's embedding, when the n-gram view alone settles it.
+
+        The embedding view's logits are W e + b for a unit vector e (the encoder L2-normalises), so the
+        gap between labels k and a moves by at most ||W_k - W_a|| whatever the text's embedding is. If
+        label a's probability stays >= `threshold` (and > 1/2, so a is the arg max) even when every other
+        label's gap is at its worst, the full model answers a with confidence >= `threshold` for EVERY
+        possible embedding: the certified decision, without running the encoder. The returned confidence
+        is that lower bound (the true one is at least as high). None: the embedding is needed.
+        """
+        if not inp.label_set or not all(label in self.label_index for label in inp.label_set):
+            return None
+        with torch.inference_mode():
+            ids, offsets, weights = build_ngrams([inp], self.config)
+            bag = self.net.bag(ids, offsets, per_sample_weights=weights)
+            ngram = self.net.ngram_out(bag)[0].double().numpy()
+        mix = self.net.mix.double().numpy()
+        bias = self.net.emb_out.bias.detach().double().numpy()
+        cols = np.asarray(sorted({self.label_index[label] for label in inp.label_set}))
+        centre = mix[0] * ngram[cols] + mix[1] * bias[cols]
+        a = int(np.argmax(centre))
+        others = np.delete(np.arange(len(cols)), a)
+        if others.size == 0:
+            return None
+        # Float32 arithmetic in `predict` vs float64 here: a margin far above either's rounding error.
+        worst_gap = centre[others] - centre[a] + self._emb_gap_bounds()[cols[others], cols[a]] * (1 + 1e-4)
+        scaled = worst_gap / self.temperature
+        top = max(0.0, float(scaled.max()))
+        lower = float(np.exp(-top) / (np.exp(-top) + np.exp(scaled - top).sum()))
+        if lower <= 0.5 or lower < threshold + 1e-6:
+            return None
+        label = self.labels[int(cols[a])]
+        return Prediction(label=label, confidence=lower, probabilities={label: lower})
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()

@@ -30,6 +30,13 @@ class TrainingData(models.Model):
     )
     split = models.CharField(max_length=16, choices=Split.choices, db_index=True)
     embedding = models.BinaryField(null=True, blank=True, editable=False, help_text="MiniLM, float32 x 384.")
+    embedding_encoder = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        editable=False,
+        help_text="The encoder (duke.encoder.ENCODER_ID) that made `embedding`; another one's is re-encoded.",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -4,6 +4,10 @@ A task is Duke's when the production version has a calibrated threshold for its 
 that type is not suspended on that version, every label it offers is one Duke knows, and Duke's
 confidence reaches the threshold. Anything else (including any error here) goes to the LLM: routing
 must never make a submission fail.
+
+Duke's confidence is the one its threshold was certified on (`TrainedModel.predict_served`): the n-gram
+view's when that view alone reaches the version's `ngram_first` (no encoder runs: most requests), else
+the mixed model's with the text's embedding (encoded in the request, one forward per process at a time).
 """
 
 from __future__ import annotations
@@ -84,6 +88,15 @@ def decide(
     return prediction
 
 
+def decide_without_embedding(
+    model: TrainedModel, *, text: str, labels: Sequence[str], task_type: str, threshold: float
+) -> Prediction | None:
+    """`decide`'s answer when the n-gram view settles it for every possible embedding, else None."""
+    from duke.model import Input
+
+    return model.decide_without_embedding(Input(text, tuple(labels), task_type), threshold)
+
+
 def _production() -> tuple[ModelVersion, TrainedModel] | None:
     # In a web worker, only what its preloader has loaded: a request never loads a model (duke.serving).
     return production_model()
@@ -129,14 +142,34 @@ def _route(*, text: str, labels: Sequence[str], task_type: str) -> RouteDecision
         # Its confidences were calibrated on another encoder's vectors: they no longer mean what the
         # certificate says. The next training (on re-encoded samples) serves again.
         return None
-    started = time.perf_counter()
-    embedding = _embed(text) if needs_embedding(model) else None
-    if embedding is False:
-        return None
-    encoded = time.perf_counter()
-    prediction = decide(
-        model, text=text, labels=labels, task_type=task_type, embedding=embedding, threshold=threshold
-    )
+    audit = _audit_rng.random() < settings.DUKE_AUDIT_RATE
+    started = encoded = time.perf_counter()
+    embeds = needs_embedding(model)
+    kappa = model.ngram_first if embeds else None
+    alone = None
+    if kappa is not None:
+        # The rule the version's thresholds were certified on (TrainedModel.predict_served): a text the
+        # n-gram view alone is sure of (>= kappa) gets the n-gram view's answer, and no encoder runs.
+        alone = decide(model, text=text, labels=labels, task_type=task_type, embedding=None, threshold=kappa)
+    if alone is not None:
+        prediction = alone if alone.confidence >= threshold else None
+    else:
+        prediction = None
+        if embeds and kappa is None and not audit:
+            # Settled by the n-gram view whatever the text's embedding: the mixed model's label at or above
+            # the threshold, without the encoder. An audited task takes the full path so that the
+            # confidence it records is the exact one.
+            prediction = decide_without_embedding(
+                model, text=text, labels=labels, task_type=task_type, threshold=threshold
+            )
+        if prediction is None:
+            embedding = _embed(text) if embeds else None
+            if embedding is False:
+                return None
+            encoded = time.perf_counter()
+            prediction = decide(
+                model, text=text, labels=labels, task_type=task_type, embedding=embedding, threshold=threshold
+            )
     decided = time.perf_counter()
     if prediction is None:
         return None
@@ -144,7 +177,7 @@ def _route(*, text: str, labels: Sequence[str], task_type: str) -> RouteDecision
         label=prediction.label,
         confidence=prediction.confidence,
         model_version=version.number,
-        audit=_audit_rng.random() < settings.DUKE_AUDIT_RATE,
+        audit=audit,
         threshold=threshold,
         encode_ms=(encoded - started) * 1000,
         decide_ms=(decided - encoded) * 1000,

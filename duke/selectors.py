@@ -13,6 +13,7 @@ from django.db.models.functions import Coalesce, NullIf
 
 from core.money import plain
 from duke.calibration import wilson_lower_bound
+from duke.encoder import ENCODER_ID
 from duke.models import ModelVersion, RoutingState, SampleCounter, ServedTask, TrainingData
 from duke.router import threshold_for
 
@@ -88,7 +89,8 @@ def label_counts() -> Counter:
 
 
 def samples_missing_embedding() -> QuerySet[TrainingData]:
-    return labeling_samples().filter(embedding__isnull=True)
+    """Samples without an embedding of this encoder (none, or another encoder's: never mixed, re-encoded)."""
+    return labeling_samples().filter(Q(embedding__isnull=True) | ~Q(embedding_encoder=ENCODER_ID))
 
 
 STATUS_VERSIONS = 50

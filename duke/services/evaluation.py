@@ -106,12 +106,14 @@ def evaluate(model: TrainedModel, samples: Sequence[Sample]) -> Evaluation:
         return Evaluation([], [], [], None, None, {}, {})
     positions = [int(i) for i in oof.index]
     truth = [samples[i].label for i in positions]
-    predicted: list[str | None] = [model.labels[int(j)] for j in oof.predicted]
+    # Scored as routing answers (the n-gram view first when it is sure enough, `predict_served`).
+    served_predicted, served_confidence = oof.served(model.ngram_first)
+    predicted: list[str | None] = [model.labels[int(j)] for j in served_predicted]
     correct = [p == t for p, t in zip(predicted, truth, strict=True)]
     types = [samples[i].task_type for i in positions]
     usable = oof.has_embedding if oof.has_embedding.any() else np.ones(len(positions), dtype=bool)
     thresholds, certificates = certified_thresholds(
-        oof.confidence[usable],
+        served_confidence[usable],
         np.asarray(correct)[usable],
         [t for t, u in zip(types, usable, strict=True) if u],
     )
@@ -192,7 +194,7 @@ def promotion_gate(*, candidate: Evaluation, samples: Sequence[Sample], rows: Se
                 k for k, i in enumerate(candidate.positions) if _unseen_by(production.trained_up_to, rows, i)
             ]
             inputs = [samples[candidate.positions[k]] for k in unseen]
-            theirs = production_model.predict(inputs)
+            theirs = production_model.predict_served(inputs)
             their_correct = [p.label == s.label for p, s in zip(theirs, inputs, strict=True)]
             result = paired_comparison(
                 [candidate.correct[k] for k in unseen], their_correct, min_samples=minimum

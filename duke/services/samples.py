@@ -12,10 +12,10 @@ import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 
 from duke import queue, selectors
-from duke.encoder import EncoderUnavailable, embedding_to_bytes, encode_texts, encoder_available
+from duke.encoder import ENCODER_ID, EncoderUnavailable, embedding_to_bytes, encode_texts, encoder_available
 from duke.models import SampleCounter, TrainingData, TrainingTrigger
 
 logger = logging.getLogger("duke")
@@ -102,8 +102,10 @@ def _store_embeddings(pks: Sequence[int], vectors: np.ndarray) -> int:
     stored = 0
     with transaction.atomic():
         for pk, vector in zip(pks, vectors, strict=True):
-            stored += TrainingData.objects.filter(pk=pk, embedding__isnull=True).update(
-                embedding=embedding_to_bytes(vector)
+            stored += (
+                TrainingData.objects.filter(pk=pk)
+                .filter(Q(embedding__isnull=True) | ~Q(embedding_encoder=ENCODER_ID))
+                .update(embedding=embedding_to_bytes(vector), embedding_encoder=ENCODER_ID)
             )
     return stored
 

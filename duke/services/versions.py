@@ -20,7 +20,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from duke import queue, registry, selectors
-from duke.encoder import embedding_from_bytes
+from duke.encoder import ENCODER_ID, embedding_from_bytes
 from duke.models import ModelVersion, TrainingTrigger
 from duke.services.audit import routing_recertify
 from duke.services.evaluation import SampleRow, Verdict, evaluate, promotion_gate
@@ -86,12 +86,27 @@ def _to_samples(*, up_to_pk: int) -> tuple[list[Sample], list[SampleRow]]:
             "labels",
             "task_type",
             "embedding",
+            "embedding_encoder",
         )
     )
     samples, meta = [], []
-    for pk, task_id, split, created_at, text, output, correct_label, labels, task_type, embedding in rows:
+    for (
+        pk,
+        task_id,
+        split,
+        created_at,
+        text,
+        output,
+        correct_label,
+        labels,
+        task_type,
+        embedding,
+        made_by,
+    ) in rows:
         try:
-            vector = embedding_from_bytes(embedding)
+            # Another encoder's vector lives in another space: until it is re-encoded, the sample has
+            # the n-gram view only (never a mix of two encoders' vectors in one embedding view).
+            vector = embedding_from_bytes(embedding) if made_by == ENCODER_ID else None
         except ValueError:
             vector = None  # a malformed embedding only costs this sample its second view
         samples.append(Sample(text, correct_label or output, tuple(labels), task_type, vector))

@@ -44,4 +44,10 @@ class TrainConfig:
     # known; above it the held-out slice costs little accuracy and retraining would double the time.
     refit_below: int = 2000
     mix_by_nll: bool = True
+    # Serving reads the n-gram view first: a text whose n-gram-only probability reaches this is answered
+    # by the n-gram view (label and confidence) and never encoded; below it, by the mixed model with the
+    # text's embedding. Fixed before any data is seen, stored in the artifact, and the thresholds are
+    # certified on this very rule's out-of-fold answers (duke.model.TrainedModel.predict_served).
+    # None: always the mixed model.
+    ngram_first: float | None = 0.97
     c_by_nll: bool = True

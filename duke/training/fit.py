@@ -181,7 +181,17 @@ def _select(
     scaled = np.where(h_has[:, None], mixed / sel.temperature, h_ng / sel.temperature_ngram_only)
     probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
-    sel.out_of_fold = OutOfFold(idx, probs.argmax(1), probs.max(1), h_has)
+    alone = h_ng / sel.temperature_ngram_only
+    alone = np.exp(alone - alone.max(axis=1, keepdims=True))
+    alone /= alone.sum(axis=1, keepdims=True)
+    sel.out_of_fold = OutOfFold(
+        idx,
+        probs.argmax(1),
+        probs.max(1),
+        h_has,
+        ngram_predicted=alone.argmax(1),
+        ngram_confidence=alone.max(1),
+    )
     return sel
 
 
@@ -316,6 +326,8 @@ def train(
         "with_embedding": int(has_emb.sum()),
         # The embedding view is calibrated on this encoder's vectors; serving refuses another encoder's.
         "encoder_id": ENCODER_ID if int(has_emb.sum()) else None,
+        # How serving answers (TrainedModel.predict_served); without embeddings the n-gram view answers all.
+        "ngram_first": cfg.ngram_first if int(has_emb.sum()) else None,
         "train_config": asdict(cfg),
         "train_seconds": round(time.perf_counter() - started, 3),
         "torch_version": str(torch.__version__),

@@ -15,7 +15,7 @@ from django.db import connection
 from core.exceptions import Conflict, NotFound
 from duke import registry
 from duke.certification import LTT_PROCEDURE
-from duke.encoder import EMBEDDING_DIM, embedding_from_bytes
+from duke.encoder import EMBEDDING_DIM, ENCODER_ID, embedding_from_bytes
 from duke.models import ModelVersion, SampleCounter, TrainingData, TrainingTrigger
 from duke.services import (
     model_promote,
@@ -420,7 +420,9 @@ def test_it_trains_at_once_on_the_embeddings_already_stored_never_waiting_for_th
 
 def test_it_encodes_each_missing_embedding_once(monkeypatch):
     samples = record_samples(5, split="train")
-    TrainingData.objects.filter(pk=samples[0].pk).update(embedding=np.ones(EMBEDDING_DIM, "<f4").tobytes())
+    TrainingData.objects.filter(pk=samples[0].pk).update(
+        embedding=np.ones(EMBEDDING_DIM, "<f4").tobytes(), embedding_encoder=ENCODER_ID
+    )
     calls: list[list[str]] = []
 
     def fake_encode(texts):
@@ -435,6 +437,38 @@ def test_it_encodes_each_missing_embedding_once(monkeypatch):
     stored = embedding_from_bytes(TrainingData.objects.get(pk=samples[1].pk).embedding)
     assert stored.shape == (EMBEDDING_DIM,) and float(stored[0]) == 0.5
     assert float(embedding_from_bytes(TrainingData.objects.get(pk=samples[0].pk).embedding)[0]) == 1.0
+
+
+def test_it_re_encodes_an_embedding_another_encoder_made_and_records_which_encoder_made_each(monkeypatch):
+    samples = record_samples(3, split="train")
+    ones = np.ones(EMBEDDING_DIM, "<f4").tobytes()
+    TrainingData.objects.filter(pk=samples[0].pk).update(embedding=ones, embedding_encoder="an-older-encoder")
+    TrainingData.objects.filter(pk=samples[1].pk).update(
+        embedding=ones, embedding_encoder=""
+    )  # before the field
+    calls: list[list[str]] = []
+    _fake_encoder(monkeypatch, calls)
+    assert samples_encode_missing() == 3
+    assert samples_encode_missing() == 0
+    for row in TrainingData.objects.all():
+        assert row.embedding_encoder == ENCODER_ID
+        assert float(embedding_from_bytes(row.embedding)[0]) == 0.5  # the new encoder's vector, not the old
+
+
+def test_a_training_never_mixes_another_encoders_vectors_into_the_embedding_view(monkeypatch):
+    rows = record_samples(60, split="train")
+    calls: list[list[str]] = []
+    _fake_encoder(monkeypatch, calls)
+    samples_encode_missing()
+    TrainingData.objects.filter(pk__in=[r.pk for r in rows[:20]]).update(embedding_encoder="an-older-encoder")
+
+    def encoder_must_not_run(texts):
+        raise AssertionError("the training waited for the encoder")
+
+    monkeypatch.setattr("duke.services.samples.encode_texts", encoder_must_not_run)
+    version = model_train()
+    assert version is not None and version.train_samples == 60
+    assert registry.model_load(version).metadata["with_embedding"] == 40  # the 20 stale ones: n-grams only
 
 
 def test_it_records_one_sample_per_task_and_counts_only_labeling_samples(settings):
