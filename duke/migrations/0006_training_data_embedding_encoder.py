@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('duke', '0004_version_trained_up_to'),
+        ('duke', '0005_money_in_minor_units'),
     ]
 
     operations = [
