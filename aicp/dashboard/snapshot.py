@@ -22,12 +22,15 @@ from aicp.dashboard.sections import (
     system_section,
     tasks_section,
 )
+from aicp.dashboard.timeline import timeline_view_model
 
 POLL_SECONDS = 3
 
 
-def dashboard_snapshot() -> dict[str, Any]:
+def dashboard_snapshot(window: str | None = None) -> dict[str, Any]:
+    """`window`: the over-time charts' window (hour, day or week; anything else is the default)."""
     now = timezone.now()
+    timeline = timeline_view_model(window, now)
     system = system_section()
     tasks = tasks_section(now)
     duke = duke_section()
@@ -71,6 +74,7 @@ def dashboard_snapshot() -> dict[str, Any]:
             Decimal(totals["llm_cost_avoided"]) if "llm_cost_avoided" in totals else None
         ),
     }
+    figures.update(timeline["figures"])
     flags = {
         "system_ok": system["status"] == "ok",
         "database_ok": system["database"]["ok"],
@@ -93,6 +97,7 @@ def dashboard_snapshot() -> dict[str, Any]:
         "agents": [agent_row(agent) for agent in agents],
         "versions": [version_table_row(version) for version in versions_newest_first],
         "routing": [routing_row(row, has_production=production is not None) for row in routing["task_types"]],
+        "readiness": timeline["readiness_rows"],
     }
     raw = {
         "system": system,
@@ -107,6 +112,7 @@ def dashboard_snapshot() -> dict[str, Any]:
         "versions": f"No version yet: Duke trains after every {samples['train_every']} labeling samples.",
         "agents": "No agents configured.",
         "recent_tasks": "No tasks yet.",
+        "readiness": "No labeling tasks yet: Duke learns task types from their labeling samples.",
     }
     return {
         "generated_at": now.isoformat(),
@@ -117,5 +123,9 @@ def dashboard_snapshot() -> dict[str, Any]:
         "bars": bars,
         "tables": tables,
         "chart": accuracy_chart(duke["versions"]),
+        "window": timeline["window"],
+        "windows": timeline["windows"],
+        "timecharts": timeline["charts"],
         **jsonable(raw),
+        **timeline["raw"],
     }

@@ -256,8 +256,7 @@ def timeline_section(window_name: str | None, now: datetime) -> dict[str, Any]:
         "window": window.name,
         "window_label": window.label,
         "windows": [{"name": name, "label": name, "active": name == window.name} for name in WINDOWS],
-        "charts": {chart["name"]: chart for chart in charts},
-        "chart_order": [chart["name"] for chart in charts],
+        "charts": charts,
         "events": events,
         "buckets": buckets,
         "totals": totals,
@@ -360,7 +359,6 @@ def timeline_view_model(window_name: str | None, now: datetime) -> dict[str, Any
         "windows": timeline["windows"],
         "figures": figures,
         "charts": timeline["charts"],
-        "chart_order": timeline["chart_order"],
         "readiness_rows": readiness_rows(readiness),
         "raw": jsonable(
             {
