@@ -75,6 +75,8 @@ def dashboard_snapshot(window: str | None = None) -> dict[str, Any]:
         ),
     }
     figures.update(timeline["figures"])
+    figures["ready_training_version"] = figures["training_version"]
+    figures["ready_training_epoch"] = figures["training_epoch"]
     flags = {
         "system_ok": system["status"] == "ok",
         "database_ok": system["database"]["ok"],
@@ -84,13 +86,14 @@ def dashboard_snapshot(window: str | None = None) -> dict[str, Any]:
         "training": training is not None,
         "has_versions": bool(duke["versions"]),
     }
-    bars = {
+    bars: dict[str, dict[str, int]] = {
         "samples": {"value": samples["since_last_training"], "max": samples["train_every"]},
         "training": {
             "value": training["epoch"] if training else 0,
             "max": (training["epochs"] or 1) if training else 1,
         },
     }
+    bars["ready_training"] = bars["training"]
     versions_newest_first = sorted(duke["versions"], key=lambda v: -v["number"])
     tables = {
         "recent_tasks": [task_row(task) for task in recent],

@@ -24,6 +24,8 @@ X_TICKS = 6
 Y_STEPS = 4
 
 EVENT_TEXT = {"trained": "v{version}", "promoted": "v{version} ★", "suspended": "⏸", "failed": "v{version} ✗"}
+# A version trained and promoted in the same minute: its two labels sit either side of the line.
+EVENT_ANCHOR = {"trained": "end", "failed": "end", "promoted": "start"}
 EVENT_TITLE = {
     "trained": "Duke v{version} trained",
     "training": "Duke v{version} training",
@@ -33,10 +35,10 @@ EVENT_TITLE = {
 }
 
 
-def _nice_max(value: float) -> float:
-    """The smallest 1/2/2.5/5 x 10^k at or above `value` (an axis that reads in round steps)."""
+def _nice_step(value: float) -> float:
+    """The smallest 1/2/2.5/5 x 10^k at or above `value`: grid steps that read as round numbers."""
     if value <= 0:
-        return 1.0
+        return 0.25
     magnitude = 10.0 ** math.floor(math.log10(value))
     for factor in (1, 2, 2.5, 5, 10):
         if magnitude * factor >= value * (1 - 1e-9):
@@ -45,13 +47,11 @@ def _nice_max(value: float) -> float:
 
 
 def _axis_money(value: float) -> str:
-    if value == 0:
-        return "0"
+    """Plain decimals, never an exponent or float noise: 0.0125, 2.5, 1,250."""
     if value >= 100:
         return f"{value:,.0f}"
-    if value >= 1:
-        return f"{value:,.2f}".rstrip("0").rstrip(".")
-    return f"{Decimal(str(value)).normalize():f}"
+    text = f"{value:,.4f}".rstrip("0").rstrip(".")
+    return text or "0"
 
 
 def _axis_count(value: float) -> str:
@@ -87,7 +87,7 @@ def time_chart(
     span = (end - start).total_seconds() or 1.0
     value_format = value_format or y_format
     values = [v for s in series for v in s["values"] if v is not None]
-    high = y_max if y_max is not None else _nice_max(max(values, default=0.0))
+    high = y_max if y_max is not None else _nice_step(max(values, default=0.0) / Y_STEPS) * Y_STEPS
 
     def x_at(moment: datetime) -> float:
         return round(left + (right - left) * (moment - start).total_seconds() / span, 1)
@@ -132,20 +132,21 @@ def time_chart(
             continue
         x = x_at(event["at"])
         text = EVENT_TEXT.get(event["kind"], "").format(**event)
-        title = EVENT_TITLE.get(event["kind"], event["kind"]).format(**event)
+        tooltip = EVENT_TITLE.get(event["kind"], event["kind"]).format(**event)
         if event.get("task_type") is not None:
-            title += f" for {event['task_type'] or '(untyped)'}"
+            tooltip += f" for {event['task_type'] or '(untyped)'}"
         if event.get("reason"):
-            title += f": {event['reason']}"
-        title += f" at {_clock(event['at'], window)}"
+            tooltip += f": {event['reason']}"
+        tooltip += f" at {_clock(event['at'], window)}"
         markers.append(
             {
                 "x": x,
                 "y1": top,
                 "y2": bottom,
                 "label_y": top - 6,
+                "anchor": EVENT_ANCHOR.get(event["kind"], "middle"),
                 "text": text,
-                "title": title,
+                "title": tooltip,
                 "cls": f"event event-{event['kind']}",
             }
         )

@@ -185,7 +185,7 @@
         group.appendChild(svg("title", {}, event.title));
         group.appendChild(svg("line", { x1: event.x, x2: event.x, y1: event.y1, y2: event.y2 }));
         group.appendChild(
-          svg("text", { class: "event-label", x: event.x, y: event.label_y, "text-anchor": "middle" }, event.text)
+          svg("text", { class: "event-label", x: event.x, y: event.label_y, "text-anchor": event.anchor }, event.text)
         );
         events.appendChild(group);
       });
