@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils.html import format_html
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -17,3 +21,54 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+# --- figures for people (issue 22): no 16-digit floats, no exponent, money as plain decimals ----------------
+
+DASH = "—"
+
+
+def money_text(value: Decimal | float | int | None, places: int = 4) -> str:
+    """`1,234.5678`: the ledger's places, thousands grouped, never `0E-8`."""
+    if value is None:
+        return DASH
+    amount = Decimal(str(value)).quantize(Decimal(1).scaleb(-places))
+    return f"{amount:,.{places}f}"
+
+
+def cost_text(value: Decimal | float | None) -> str:
+    """Provider token costs (8 places), shown with the zeros past the 4th place trimmed: `0.00001234`."""
+    if value is None:
+        return DASH
+    text = money_text(value, 8)
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction[:4]}{fraction[4:].rstrip('0')}"
+
+
+def percent_text(value: float | None, digits: int = 1) -> str:
+    return DASH if value is None else f"{value:.{digits}%}"
+
+
+def seconds_text(value: float | None) -> str:
+    return DASH if value is None else f"{value:,.1f} s"
+
+
+def admin_link(url: str, text: str) -> str:
+    return format_html('<a href="{}">{}</a>', url, text)
+
+
+def titled_filter(title: str, base: type = admin.ChoicesFieldListFilter) -> type:
+    """A field's list filter under another title (two fields both called `kind` read as one filter twice)."""
+
+    class TitledFilter(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.title = title
+
+    TitledFilter.__name__ = f"TitledFilter_{title.replace(' ', '_')}"
+    return TitledFilter
+
+
+def displayed_fields(model: type, overrides: dict[str, str]) -> list[str]:
+    """The model's fields in order (no `id`), each replaced by its display method where one is given."""
+    return [overrides.get(f.name, f.name) for f in model._meta.fields if f.name != "id"]  # type: ignore[attr-defined]
