@@ -89,7 +89,6 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         "account",
         "amount_display",
         "task_link",
-        "memo",
     )
     # Two fields are both called "kind": each filter says which one it is (one used to show "By kind" twice).
     list_filter = (
