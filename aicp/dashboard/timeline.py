@@ -23,7 +23,13 @@ MARGIN = {"left": 58, "right": 14, "top": 22, "bottom": 26}
 X_TICKS = 6
 Y_STEPS = 4
 
-EVENT_TEXT = {"trained": "v{version}", "promoted": "v{version} ★", "suspended": "⏸", "failed": "v{version} ✗"}
+EVENT_TEXT = {
+    "training": "v{version}…",
+    "trained": "v{version}",
+    "promoted": "v{version} ★",
+    "suspended": "⏸",
+    "failed": "v{version} ✗",
+}
 # A version trained and promoted in the same minute: its two labels sit either side of the line.
 EVENT_ANCHOR = {"trained": "end", "failed": "end", "promoted": "start"}
 EVENT_TITLE = {

@@ -124,3 +124,44 @@ def test_it_shows_the_backup_progress_in_pages(tmp_path) -> None:
     with sqlite3.connect(tmp_path / "copy.sqlite3") as copy:
         assert copy.execute("SELECT count(*) FROM t").fetchone()[0] == 2000
     copy.close()
+
+
+def test_it_takes_the_backup_in_one_step_when_a_writer_restarts_the_stepped_copy(
+    tmp_path, monkeypatch
+) -> None:
+    from aicp.management.commands import backup
+    from aicp.management.commands.backup import backup_sqlite
+
+    restarts: list[int] = []
+
+    class Restarted(backup._SourceChanged):
+        def __init__(self) -> None:
+            restarts.append(1)
+            super().__init__()
+
+    monkeypatch.setattr(backup, "_SourceChanged", Restarted)
+
+    source = tmp_path / "source.sqlite3"
+    with sqlite3.connect(source) as db:
+        db.execute("CREATE TABLE t (x TEXT)")
+        db.executemany("INSERT INTO t VALUES (?)", [("x" * 500,) for _ in range(2000)])
+    db.close()
+
+    class WritesOnce(Progress):
+        wrote = False
+
+        def update(self, done: int, **kwargs: object) -> None:
+            super().update(done)
+            if not self.wrote and 0 < done < (self.total or 0):
+                self.wrote = True
+                with sqlite3.connect(source) as writer:  # another connection: SQLite restarts the copy
+                    writer.execute("INSERT INTO t VALUES ('late')")
+                writer.close()
+
+    progress = WritesOnce(None, stream=StringIO())
+    backup_sqlite(source, tmp_path / "copy.sqlite3", progress)
+
+    assert progress.wrote and restarts == [1]  # seen, and the copy was finished in one step
+    with sqlite3.connect(tmp_path / "copy.sqlite3") as copy:
+        assert copy.execute("SELECT count(*) FROM t").fetchone()[0] == 2001  # the snapshot after the write
+    copy.close()

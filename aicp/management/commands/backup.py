@@ -68,7 +68,7 @@ def _copy(src: sqlite3.Connection, dst: sqlite3.Connection, progress: Progress |
     lowest = [total_pages]
 
     def step(status: int, remaining: int, total: int) -> None:
-        if remaining > lowest[0]:
+        if remaining >= lowest[0] and lowest[0] < total_pages:  # no progress since the last step: restarted
             raise _SourceChanged
         lowest[0] = remaining
         progress.set_total(total)
