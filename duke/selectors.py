@@ -244,7 +244,7 @@ def labeling_tasks_by_type() -> dict[str, int]:
 
 
 def _money(value: Decimal, places: Decimal = MONEY_PLACES) -> str:
-    return str(value.quantize(places))
+    return f"{value.quantize(places):f}"  # plain decimals: str() of a zero to 8 places is "0E-8"
 
 
 def _share(part: int, whole: int) -> float | None:

@@ -266,3 +266,23 @@ def test_it_renders_the_timeline_with_a_window_switch(operator_session, buyer, l
 
     bogus = operator_session.get("/dashboard/data.json?window=<script>").json()
     assert bogus["window"] == "hour"
+
+
+def test_it_shows_a_training_in_progress_and_plain_numbers_in_the_json(operator_session, settings):
+    settings.DUKE_MIN_SAMPLES = 2
+    sample("news", "a", ["a", "b"], 3)
+    sample("news", "b", ["a", "b"], 3)
+    ModelVersion.objects.create(number=2, status="training", epoch=4, epochs=12)
+
+    response = operator_session.get("/dashboard/data.json?window=day")
+    data = response.json()
+
+    assert data["figures"]["ready_next"] == "training v2 now (epoch 4/12)"
+    assert data["bars"]["ready_training"] == {"value": 4, "max": 12}
+    assert data["flags"]["training"] is True
+    body = response.content.decode()
+    match = re.search(r"\d(\.\d+)?E[-+]?\d", body)
+    assert match is None, body[max(0, match.start() - 200) : match.end() + 20]  # no exponent anywhere
+    page = operator_session.get("/dashboard").content.decode()
+    assert re.search(r'data-bar="ready_training" value="4" max="12"', page)
+    assert "training v2 now (epoch 4/12)" in page
