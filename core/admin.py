@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -72,3 +73,34 @@ def titled_filter(title: str, base: type = admin.ChoicesFieldListFilter) -> type
 def displayed_fields(model: type, overrides: dict[str, str]) -> list[str]:
     """The model's fields in order (no `id`), each replaced by its display method where one is given."""
     return [overrides.get(f.name, f.name) for f in model._meta.fields if f.name != "id"]  # type: ignore[attr-defined]
+
+
+def readable_float(value: float) -> str:
+    """A float for people: 4 decimals at most, no exponent (`< 0.0001` for tinier, such as p-values)."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if value != 0 and abs(value) < 0.0001:
+        return "< 0.0001" if value > 0 else "> -0.0001"
+    text = f"{value:.4f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def readable_json(value: Any, indent: int = 0) -> str:
+    """JSON laid out for reading, its floats through `readable_float` (no 16 digits, no exponent)."""
+    pad = " " * indent
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [f"{pad}  {json.dumps(str(k))}: {readable_json(v, indent + 2)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list | tuple):
+        if all(not isinstance(item, dict | list | tuple) for item in value):
+            return "[" + ", ".join(readable_json(item) for item in value) + "]"
+        return "[\n" + ",\n".join(f"{pad}  {readable_json(v, indent + 2)}" for v in value) + f"\n{pad}]"
+    if isinstance(value, float):
+        return readable_float(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def json_block(value: Any) -> str:
+    return format_html('<pre class="aicp-json">{}</pre>', readable_json(value))

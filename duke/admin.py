@@ -6,7 +6,15 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
-from core.admin import admin_link, cost_text, displayed_fields, money_text, percent_text, seconds_text
+from core.admin import (
+    admin_link,
+    cost_text,
+    displayed_fields,
+    json_block,
+    money_text,
+    percent_text,
+    seconds_text,
+)
 from core.exceptions import DomainError
 from duke.models import ModelVersion, RoutingState, ServedTask, TrainingData, TrainingTrigger
 from duke.services import model_promote, model_request_training
@@ -84,6 +92,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
             "accuracy": "accuracy_display",
             "macro_f1": "macro_f1_display",
             "training_seconds": "seconds_display",
+            "per_task_type": "per_task_type_display",
+            "thresholds": "thresholds_display",
+            "promotion": "promotion_display",
         },
     )
     fields.insert(fields.index("status") + 1, "served_link")
@@ -112,6 +123,18 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="macro-F1", ordering="macro_f1")
     def macro_f1_display(self, version: ModelVersion) -> str:
         return percent_text(version.macro_f1)
+
+    @admin.display(description="per task type")
+    def per_task_type_display(self, version: ModelVersion) -> str:
+        return json_block(version.per_task_type)
+
+    @admin.display(description="thresholds")
+    def thresholds_display(self, version: ModelVersion) -> str:
+        return json_block(version.thresholds)
+
+    @admin.display(description="promotion")
+    def promotion_display(self, version: ModelVersion) -> str:
+        return json_block(version.promotion)
 
     @admin.display(description="training time", ordering="training_seconds")
     def seconds_display(self, version: ModelVersion) -> str:

@@ -167,12 +167,16 @@ def test_it_brands_the_admin_and_links_the_dashboard_and_the_simulator(admin_cli
 def _served(task, *, version: int = 3):
     from duke.models import ModelVersion, ServedTask
 
+    certificate = {"threshold": 0.62, "lower_bound": 0.951234567891, "p_value": 1.234e-12, "n": 200}
     ModelVersion.objects.create(
         number=version,
         status="production",
         accuracy=0.9312345678901234,
         macro_f1=0.87654321,
         training_seconds=2.345678,
+        thresholds={"mail": {"threshold": 0.62, "coverage": 0.7134567, "certificate": certificate}},
+        promotion={"promoted": True, "p_value": 3.3e-07, "calibration": {"mail": certificate}},
+        per_task_type={"mail": {"accuracy": 0.9876543219, "n": 120}},
     )
     return ServedTask.objects.create(
         task_id=task.id,
@@ -218,6 +222,8 @@ def test_it_shows_percentages_and_money_for_people(admin_client, finished_tasks)
     )
     assert "2.3 s" in pages["duke_modelversion_changelist"]
     assert "93.1%" in pages["version"] and "2.3 s" in pages["version"]
+    assert "&quot;lower_bound&quot;: 0.9512" in pages["version"]  # JSON floats rounded, escaped as text
+    assert "&quot;p_value&quot;: &lt; 0.0001" in pages["version"]
     assert "98.8%" in pages["duke_servedtask_changelist"] and "98.8%" in pages["served"]
     assert "0.0180" in pages["duke_servedtask_changelist"]  # saved: the LLM's quote minus Duke's price
     assert "0.0000123" in pages["served"] and "0.0000" in pages["served"]
