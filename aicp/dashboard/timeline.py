@@ -23,12 +23,13 @@ MARGIN = {"left": 58, "right": 14, "top": 22, "bottom": 26}
 X_TICKS = 6
 Y_STEPS = 4
 
+# Plain words: the headless fonts of a server room have no ★ or ⏸.
 EVENT_TEXT = {
     "training": "v{version}…",
     "trained": "v{version}",
-    "promoted": "v{version} ★",
-    "suspended": "⏸",
-    "failed": "v{version} ✗",
+    "promoted": "v{version} prod",
+    "suspended": "paused",
+    "failed": "v{version} failed",
 }
 # A version trained and promoted in the same minute: its two labels sit either side of the line.
 EVENT_ANCHOR = {"trained": "end", "failed": "end", "promoted": "start"}
