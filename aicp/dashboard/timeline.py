@@ -31,8 +31,8 @@ EVENT_TEXT = {
     "suspended": "paused",
     "failed": "v{version} failed",
 }
-# A version trained and promoted in the same minute: its two labels sit either side of the line.
-EVENT_ANCHOR = {"trained": "end", "failed": "end", "promoted": "start"}
+# A version trained and promoted in the same minute: its labels sit on rows of their own.
+EVENT_ROW = {"promoted": 1, "suspended": 2}
 EVENT_TITLE = {
     "trained": "Duke v{version} trained",
     "training": "Duke v{version} training",
@@ -150,8 +150,9 @@ def time_chart(
                 "x": x,
                 "y1": top,
                 "y2": bottom,
-                "label_y": top - 6,
-                "anchor": EVENT_ANCHOR.get(event["kind"], "middle"),
+                "label_y": top - 6 + 11 * EVENT_ROW.get(event["kind"], 0),
+                # Toward the middle of the plot, so a label at either edge stays inside the chart.
+                "anchor": "end" if x > (left + right) / 2 else "start",
                 "text": text,
                 "title": tooltip,
                 "cls": f"event event-{event['kind']}",
