@@ -14,7 +14,7 @@ $(PY):
 
 # Stamp files: reinstall only when the requirements change.
 $(VENV)/.runtime-installed: requirements.txt | $(PY)
-	@echo "[1/5] installing dependencies (first run: several minutes; next: migrate, agents, workers, simulator)"
+	@echo "[1/5] installing dependencies (first run: several minutes; then: database, agents, simulator, workers and web server)"
 	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt
 	touch $@
 
@@ -26,9 +26,11 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(PY)
 venv: $(VENV)/.runtime-installed
 dev-venv: $(VENV)/.dev-installed
 
+# run_system prints steps 2-5 (database, agents, simulator, workers and web server) and keeps its children
+# running: a child that dies is restarted; Ctrl-C stops every process it started.
 run: venv
-	@echo "[1/5] dependencies ready; run_system now migrates, seeds the agents, starts the workers and the simulator"
-	$(PY) manage.py run_system
+	@echo "[1/5] dependencies are installed (then: database, agents, simulator, workers and web server)"
+	@$(PY) manage.py run_system
 
 test: dev-venv
 	$(PY) -m pytest $(PYTEST_ARGS)

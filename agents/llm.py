@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import math
 import threading
@@ -363,3 +364,115 @@ def _async_client(endpoint: LLMEndpoint) -> openai.AsyncOpenAI:
             )
             clients[key] = client
         return client
+
+
+# -- the Batch API (issue 21 item 4): files + batches, for tasks that can wait up to 24 h ----------------
+
+
+class BatchAPIUnavailable(Exception):
+    """The provider has no Batch API (404 on /files or /batches): run the tasks the normal way."""
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    custom_id: str  # the task's id: how its answer is found in the output file
+    text: str
+    labels: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class BatchState:
+    status: (
+        str  # validating | in_progress | finalizing | completed | failed | expired | cancelling | cancelled
+    )
+    output_file_id: str | None
+    error_file_id: str | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("completed", "failed", "expired", "cancelled")
+
+
+def batch_submit(*, endpoint: LLMEndpoint, requests: Sequence[BatchRequest]) -> str:
+    """Uploads the requests as a JSONL file and creates a batch on /v1/chat/completions (24 h window);
+    returns its id. BatchAPIUnavailable on a 404; another failure raises its LLMError."""
+    openai = _openai()
+    lines = [
+        json.dumps(
+            {
+                "custom_id": request.custom_id,
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": build_request(endpoint.model, request.text, check_labels(request.labels)),
+            },
+            ensure_ascii=False,
+        )
+        for request in requests
+    ]
+    client = _sync_client(endpoint)
+    try:
+        uploaded = client.files.create(file=("aicp-batch.jsonl", "\n".join(lines).encode()), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    except openai.NotFoundError as exc:
+        raise BatchAPIUnavailable(
+            _scrub(f"{endpoint.base_url or 'the OpenAI API'}: {exc.message}", endpoint)
+        ) from None
+    except openai.OpenAIError as exc:
+        raise _error_from_openai(exc, endpoint) from None
+    return batch.id
+
+
+def batch_state(*, endpoint: LLMEndpoint, batch_id: str) -> BatchState:
+    openai = _openai()
+    try:
+        batch = _sync_client(endpoint).batches.retrieve(batch_id)
+    except openai.NotFoundError as exc:
+        raise BatchAPIUnavailable(_scrub(exc.message, endpoint)) from None
+    except openai.OpenAIError as exc:
+        raise _error_from_openai(exc, endpoint) from None
+    return BatchState(
+        status=batch.status, output_file_id=batch.output_file_id, error_file_id=batch.error_file_id
+    )
+
+
+def batch_results(
+    *, endpoint: LLMEndpoint, file_id: str, requests: Sequence[BatchRequest]
+) -> dict[str, Completion | LLMError]:
+    """Each request's answer in the batch's output file, parsed as ``complete`` parses one (a label must be
+    one of the labels); a request missing from the file is missing from the result."""
+    openai = _openai()
+    try:
+        text = _sync_client(endpoint).files.content(file_id).text
+    except openai.OpenAIError as exc:
+        raise _error_from_openai(exc, endpoint) from None
+    by_id = {request.custom_id: request for request in requests}
+    results: dict[str, Completion | LLMError] = {}
+    for raw in text.splitlines():
+        if not raw.strip():
+            continue
+        line = json.loads(raw)
+        request = by_id.get(str(line.get("custom_id")))
+        if request is None:
+            continue
+        call = _Call(endpoint, request.text, request.labels, max_attempts=1, backoff_s=0.0)
+        call.attempt_started()
+        response = line.get("response") or {}
+        body = response.get("body") or {}
+        if line.get("error") or response.get("status_code") != 200:
+            detail = line.get("error") or (body.get("error") if isinstance(body, dict) else None) or response
+            results[request.custom_id] = call.stamp(
+                PermanentLLMError("batch_error", _scrub(f"Batch API: {json.dumps(detail)[:500]}", endpoint))
+            )
+            continue
+        try:
+            completion = openai.types.chat.ChatCompletion.model_validate(body)
+            results[request.custom_id] = call.answered(completion)
+        except LLMError as err:
+            results[request.custom_id] = call.stamp(err)
+        except ValueError as exc:  # pydantic's ValidationError is one
+            results[request.custom_id] = call.stamp(
+                PermanentLLMError("invalid_answer", f"Malformed batch answer: {str(exc)[:300]}")
+            )
+    return results

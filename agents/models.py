@@ -4,6 +4,8 @@ from decimal import Decimal
 
 from django.db import models
 
+from core.money import MoneyField
+
 MONEY = {"max_digits": 19, "decimal_places": 4}
 
 
@@ -18,14 +20,14 @@ class Agent(models.Model):
     base_url = models.URLField(
         blank=True, help_text="OpenAI-compatible endpoint; empty uses OPENAI_BASE_URL or the OpenAI API."
     )
-    price_per_unit = models.DecimalField(**MONEY, help_text="What a buyer pays per complexity unit.")
+    price_per_unit = MoneyField(**MONEY, help_text="What a buyer pays per complexity unit.")
     # What the provider charges us per million tokens: the task's `cost`, and Duke's savings estimate.
-    prompt_token_price = models.DecimalField(**MONEY, default=Decimal("0"))
-    completion_token_price = models.DecimalField(**MONEY, default=Decimal("0"))
+    prompt_token_price = MoneyField(**MONEY, default=Decimal("0"))
+    completion_token_price = MoneyField(**MONEY, default=Decimal("0"))
     success_count = models.PositiveIntegerField(default=0)
     failure_count = models.PositiveIntegerField(default=0)
     # Cache of the agent's ledger account, written in the same transaction as each payout.
-    earnings = models.DecimalField(**MONEY, default=Decimal("0"))
+    earnings = MoneyField(**MONEY, default=Decimal("0"))
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

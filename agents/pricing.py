@@ -1,6 +1,6 @@
 """Quotes and reputation. Decimal throughout: a quote is what the buyer is charged, to the ten-thousandth."""
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 FOUR_PLACES = Decimal("0.0001")
 # A new agent is assumed to be as good as the prior, so its multiplier is exactly 1.
@@ -47,3 +47,16 @@ def token_cost(
         Decimal(prompt_tokens) * prompt_token_price + Decimal(completion_tokens) * completion_token_price
     ) / (TOKENS_PER_MILLION)
     return raw.quantize(COST_PLACES, rounding=ROUND_HALF_UP)
+
+
+# OpenAI's Batch API bills tokens at half the synchronous price.
+BATCH_API_TOKEN_PRICE_FACTOR = Decimal("0.5")
+
+
+def batch_quote(*, quote: Decimal, llm_cost_estimate: Decimal, discount: Decimal) -> Decimal:
+    """A batch-priority task's price: the quote less ``discount`` (a fraction, e.g. 0.5) of its estimated LLM
+    token cost (never more than the quote), rounded down to the ten-thousandth: in the buyer's favour."""
+    if not Decimal(0) <= discount <= Decimal(1):
+        raise ValueError(f"discount must be within [0, 1], got {discount}")
+    reduced = quote - discount * min(quote, max(Decimal(0), llm_cost_estimate))
+    return reduced.quantize(FOUR_PLACES, rounding=ROUND_DOWN) if reduced != quote else quote

@@ -6,16 +6,20 @@ from django.db import transaction
 from django.db.models import F
 
 from agents.models import Agent
+from core.money import money_add
 
 
 @transaction.atomic
 def agent_record_outcome(
     *, agent_id: int, success: bool, earned: Decimal = Decimal("0"), count: int = 1
 ) -> None:
-    """Counts ``count`` final tasks for the agent's reputation; `earned` mirrors their ledger payouts."""
+    """Counts ``count`` final tasks for the agent's reputation; `earned` mirrors their ledger payouts.
+
+    ``earnings`` moves by an integer addition of minor units (core.money), exact on every backend.
+    """
     counter = "success_count" if success else "failure_count"
     Agent.objects.filter(pk=agent_id).update(
-        **{counter: F(counter) + count, "earnings": F("earnings") + earned}
+        **{counter: F(counter) + count, "earnings": money_add(Agent, "earnings", earned)}
     )
 
 

@@ -366,7 +366,16 @@ Q_CLUSTER: dict = {
     "sync": env_bool("AICP_Q_SYNC", False),
 }
 if AICP_REDIS_URL:
-    Q_CLUSTER["redis"] = AICP_REDIS_URL
+    # A Redis that drops packets (rather than refusing) would hold an enqueue for the OS's TCP timeout; a
+    # bounded connect lets the post-commit guard log and leave the task to the reaper within seconds.
+    _redis_connect_timeout = "socket_connect_timeout=" + str(
+        env_int("AICP_REDIS_CONNECT_TIMEOUT_S", 3, minimum=1)
+    )
+    Q_CLUSTER["redis"] = (
+        AICP_REDIS_URL
+        if "socket_connect_timeout" in AICP_REDIS_URL
+        else AICP_REDIS_URL + ("&" if "?" in AICP_REDIS_URL else "?") + _redis_connect_timeout
+    )
 else:
     Q_CLUSTER["orm"] = "default"
 
@@ -381,7 +390,12 @@ AICP_LLM_MAX_ATTEMPTS = env_int("AICP_LLM_MAX_ATTEMPTS", 3, minimum=1)
 AICP_LLM_BACKOFF_S = env_float("AICP_LLM_BACKOFF_S", 0.5, minimum=0.0)
 AICP_TASK_MAX_ATTEMPTS = env_int("AICP_TASK_MAX_ATTEMPTS", 3, minimum=1)
 AICP_TASK_RETRY_DELAY_S = env_float("AICP_TASK_RETRY_DELAY_S", 5.0, minimum=0.0)
-AICP_TASK_LEASE_S = env_int("AICP_TASK_LEASE_S", 300, minimum=5)
+# Recovery after a worker dies (tasks.execution.housekeeping): a claimed task's lease, renewed every few
+# seconds by the drainer while its call runs (a slow call keeps its lease), and how often each queue
+# worker's watchdog looks for leases that ran out. A dead worker's tasks run again within about
+# lease + interval seconds.
+AICP_TASK_LEASE_S = env_int("AICP_TASK_LEASE_S", 15, minimum=5)
+AICP_REAPER_INTERVAL_S = env_float("AICP_REAPER_INTERVAL_S", 5.0, minimum=0.5)
 AICP_DEFAULT_AGENT = env_str("AICP_DEFAULT_AGENT", "openai-gpt-4o-mini")
 # How long a web process reuses a decoded JWT and the user row it read (core/perf/recent.py); 0 reads them
 # every time. A change made in another process (deactivating a user) applies within this time.
@@ -414,6 +428,9 @@ if AICP_PLATFORM_FEE >= 1:
     raise ImproperlyConfigured(f"AICP_PLATFORM_FEE={AICP_PLATFORM_FEE} is a fraction of the price: below 1")
 AICP_DAILY_SPEND_CAP = env_decimal("AICP_DAILY_SPEND_CAP", "", allow_empty=True)
 AICP_IDEMPOTENCY_TTL_H = env_int("AICP_IDEMPOTENCY_TTL_H", 24, minimum=1)
+# Exact repeat answers (tasks/services/repeat.py): seconds an LLM answer to a labeling task is reused for an
+# identical one (same task type, label set, normalised text); 0 turns the repeat store off. Default 7 days.
+AICP_REPEAT_TTL = env_int("AICP_REPEAT_TTL", 7 * 24 * 3600, minimum=0)
 
 # --- Duke -----------------------------------------------------------------------------------------------
 
@@ -472,3 +489,22 @@ LOGGING = {
         "openai": {"level": "WARNING"},
     },
 }
+
+# --- webhooks (issue 21 item 2) -------------------------------------------------------------------------
+
+# Hosts (names or IP addresses, comma-separated) a callback_url may name over plain http, and whose private
+# or loopback addresses are allowed; every other callback must be https to a public address.
+AICP_WEBHOOK_ALLOW_HOSTS = env_list("AICP_WEBHOOK_ALLOW_HOSTS", "")
+AICP_WEBHOOK_TIMEOUT_S = env_float("AICP_WEBHOOK_TIMEOUT_S", 5.0, minimum=0.05)
+# Retries: exponential backoff from AICP_WEBHOOK_BACKOFF_S (doubled per attempt, capped at ..._MAX_S, with
+# jitter), until AICP_WEBHOOK_RETRY_WINDOW_S after the first attempt; then the delivery gives up.
+AICP_WEBHOOK_BACKOFF_S = env_float("AICP_WEBHOOK_BACKOFF_S", 10.0, minimum=0.0)
+AICP_WEBHOOK_BACKOFF_MAX_S = env_float("AICP_WEBHOOK_BACKOFF_MAX_S", 3600.0, minimum=0.0)
+AICP_WEBHOOK_RETRY_WINDOW_S = env_float("AICP_WEBHOOK_RETRY_WINDOW_S", 24 * 3600.0, minimum=0.0)
+
+# --- Batch API priority (issue 21 item 4) ----------------------------------------------------------------
+
+# A "priority": "batch" task is priced at its quote less this fraction of its estimated LLM token cost.
+AICP_BATCH_DISCOUNT = env_decimal("AICP_BATCH_DISCOUNT", "0.5")
+# At most this many tasks per Batch API job (one JSONL file).
+AICP_BATCH_MAX_TASKS = env_int("AICP_BATCH_MAX_TASKS", 5000, minimum=1)

@@ -6,6 +6,8 @@ from decimal import Decimal
 
 from django.db import models
 
+from core.money import MoneyField
+
 
 class TrainingData(models.Model):
     class Split(models.TextChoices):
@@ -139,17 +141,17 @@ class ServedTask(models.Model):
     model_version = models.PositiveIntegerField(help_text="The production version that answered.")
     label = models.CharField(max_length=200)
     confidence = models.FloatField()
-    price = models.DecimalField(max_digits=19, decimal_places=4, help_text="What the buyer paid Duke.")
+    price = MoneyField(max_digits=19, decimal_places=4, help_text="What the buyer paid Duke.")
     llm_agent = models.CharField(max_length=64, help_text="The LLM agent `auto` would have used.")
-    llm_price = models.DecimalField(
+    llm_price = MoneyField(
         max_digits=19, decimal_places=4, help_text="That agent's quote at the moment Duke served the task."
     )
-    llm_cost_estimate = models.DecimalField(
+    llm_cost_estimate = MoneyField(
         max_digits=19, decimal_places=8, help_text="Estimated provider token cost of the avoided LLM call."
     )
     audit = models.CharField(max_length=16, choices=Audit.choices, blank=True, default=Audit.NONE)
     audit_label = models.CharField(max_length=200, blank=True, default="")
-    audit_cost = models.DecimalField(
+    audit_cost = MoneyField(
         max_digits=19, decimal_places=8, default=0, help_text="Provider cost of the audit call (ours)."
     )
     verdict = models.CharField(max_length=16, choices=Verdict.choices, blank=True, default=Verdict.NONE)

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db.models import Count, Max, Q, QuerySet, Sum, TextField, Value
 from django.db.models.functions import Coalesce, NullIf
 
+from core.money import plain
 from duke.calibration import wilson_lower_bound
 from duke.models import ModelVersion, RoutingState, SampleCounter, ServedTask, TrainingData
 from duke.router import threshold_for
@@ -244,7 +245,7 @@ def labeling_tasks_by_type() -> dict[str, int]:
 
 
 def _money(value: Decimal, places: Decimal = MONEY_PLACES) -> str:
-    return f"{value.quantize(places):f}"  # plain decimals: str() of a zero to 8 places is "0E-8"
+    return plain(value.quantize(places))
 
 
 def _share(part: int, whole: int) -> float | None:

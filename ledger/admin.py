@@ -11,6 +11,7 @@ from django.urls import reverse
 
 from core.admin import ReadOnlyAdmin, admin_link, money_text, titled_filter
 from core.exceptions import DomainError
+from core.money import plain
 from ledger.models import Account, LedgerEntry
 from ledger.services import MAX_CREDIT, buyer_credit
 
@@ -62,7 +63,7 @@ class AccountAdmin(ReadOnlyAdmin):
                 self.message_user(request, exc.message, messages.ERROR)
                 return None
             names = ", ".join(account.user.username for account in accounts)
-            self.message_user(request, f"Credited {amount} to {names}.", messages.SUCCESS)
+            self.message_user(request, f"Credited {plain(amount, 4)} to {names}.", messages.SUCCESS)
             return None
         return TemplateResponse(
             request,

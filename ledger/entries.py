@@ -16,6 +16,7 @@ from django.db import connections, transaction
 
 from core.exceptions import InsufficientFunds
 from core.ids import time_ordered_uuid
+from core.money import plain
 from core.perf.db import fetch_models, insert_values, update_field
 from ledger.models import ZERO, Account, LedgerEntry
 
@@ -215,9 +216,10 @@ def post_many(*, postings: Sequence[Posting], locked: Iterable[Account] | None =
         for account_id, delta in deltas.items():
             account = rows[account_id]
             if delta < 0 and account.kind != Account.Kind.FUNDING and balances[account_id] + delta < 0:
+                available, required = plain(balances[account_id]), plain(-delta)
                 raise InsufficientFunds(
-                    f"Available balance {balances[account_id]} is less than the {-delta} this needs.",
-                    fields={"balance": [str(balances[account_id])], "required": [str(-delta)]},
+                    f"Available balance {available} is less than the {required} this needs.",
+                    fields={"balance": [available], "required": [required]},
                 )
             balances[account_id] += delta
         memo = posting.memo[:200]

@@ -13,6 +13,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 
+from core.money import MoneyField
+
 MONEY = {"max_digits": 19, "decimal_places": 4}
 ZERO = Decimal("0.0000")
 
@@ -30,7 +32,7 @@ class Account(models.Model):
     kind = models.CharField(max_length=20, choices=Kind.choices)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
     agent = models.ForeignKey("agents.Agent", null=True, blank=True, on_delete=models.PROTECT)
-    balance = models.DecimalField(**MONEY, default=ZERO)
+    balance = MoneyField(**MONEY, default=ZERO)
 
     class Meta:
         app_label = "tasks"  # see the module docstring
@@ -74,7 +76,7 @@ class LedgerEntry(models.Model):
 
     transaction_id = models.UUIDField(db_index=True)
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
-    amount = models.DecimalField(**MONEY)
+    amount = MoneyField(**MONEY)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     # By name, not by import: the ledger refers to a task by its id and never imports tasks.
     task = models.ForeignKey(

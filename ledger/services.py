@@ -15,6 +15,7 @@ from django.db import transaction
 
 from agents.pricing import quantize_money
 from core.exceptions import DomainError, NotFound
+from core.money import plain
 from ledger import entries
 from ledger.entries import AccountKey, Leg, Posting
 from ledger.models import Account
@@ -27,13 +28,13 @@ def _valid_credit_amount(amount: Decimal) -> Decimal:
     if not isinstance(amount, Decimal) or not amount.is_finite():
         raise DomainError(f"{amount!r} is not a decimal amount.", code="invalid_amount")
     if amount <= 0:
-        raise DomainError(f"A credit must be a positive amount, got {amount}.", code="invalid_amount")
+        raise DomainError(f"A credit must be a positive amount, got {plain(amount)}.", code="invalid_amount")
     if quantize_money(amount) != amount:
         # Rounding would silently credit something other than what the operator typed.
-        raise DomainError(f"{amount} has more than 4 decimal places.", code="invalid_amount")
+        raise DomainError(f"{plain(amount)} has more than 4 decimal places.", code="invalid_amount")
     if amount > MAX_CREDIT:
         raise DomainError(
-            f"{amount} is more than the {MAX_CREDIT} a single credit may add.", code="invalid_amount"
+            f"{plain(amount)} is more than the {MAX_CREDIT} a single credit may add.", code="invalid_amount"
         )
     return quantize_money(amount)
 

@@ -8,7 +8,7 @@ from core.admin import DASH, ReadOnlyAdmin, cost_text, money_text, percent_text
 from core.exceptions import DomainError
 from duke.models import ModelVersion, ServedTask, TrainingData
 from ledger.models import LedgerEntry
-from tasks.models import IdempotencyKey, Task
+from tasks.models import IdempotencyKey, LLMBatch, Task
 from tasks.services.submission import task_resubmit
 
 
@@ -176,3 +176,28 @@ class TaskAdmin(admin.ModelAdmin):
 class IdempotencyKeyAdmin(ReadOnlyAdmin):
     list_display = ("user", "key", "task", "created_at")
     search_fields = ("key", "user__username")
+
+
+# Webhook deliveries (issue 21): registered by their own module.
+from tasks.webhooks.admin import WebhookDeliveryAdmin  # noqa: E402, F401
+
+
+@admin.register(LLMBatch)
+class LLMBatchAdmin(ReadOnlyAdmin):
+    """OpenAI Batch API jobs of batch-priority tasks (issue 21 item 4)."""
+
+    list_display = (
+        "provider_batch_id",
+        "agent",
+        "status",
+        "provider_status",
+        "task_count",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("status", "agent", "created_at")
+    search_fields = ("provider_batch_id",)
+
+    @admin.display(description="tasks")
+    def task_count(self, batch: LLMBatch) -> int:
+        return len(batch.task_ids)

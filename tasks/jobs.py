@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import uuid
 
+from tasks.execution import batches as llm_batches
 from tasks.execution.drainer import drain
 from tasks.execution.single import run_duke_audit, run_task
 from tasks.execution.slots import SlotLease
 from tasks.services.lifecycle import task_requeue_expired
+from tasks.webhooks.delivery import deliver, deliver_event
 
 
 def drain_tasks(slot: int | None = None, token: str | None = None) -> int:
@@ -30,3 +32,18 @@ def reap_expired_leases() -> int:
 
 def audit_duke_answer(task_id: str) -> None:
     run_duke_audit(uuid.UUID(task_id))
+
+
+def webhook_event(task_id: str, event: str) -> None:
+    """A finished task's webhook: opens its delivery and makes the first attempt."""
+    deliver_event(uuid.UUID(task_id), event)
+
+
+def webhook_attempt(delivery_id: str) -> None:
+    """A retry (or an operator's re-send) of a webhook delivery."""
+    deliver(uuid.UUID(delivery_id))
+
+
+def run_llm_batches() -> tuple[int, int]:
+    """Batch-priority tasks: submit the pending ones as Batch API jobs, poll those in progress."""
+    return llm_batches.run()

@@ -14,7 +14,7 @@ from agents.pricing import quantize_money
 from core.exceptions import NotFound
 from core.perf.db import count_rows, count_rows_each
 from ledger.models import ZERO
-from tasks.models import DrainSlot, Task
+from tasks.models import DrainSlot, Task, WebhookDelivery
 from users.models import User
 
 
@@ -75,7 +75,7 @@ def buyer_committed_today(
     )
     if exclude_task_id is not None:
         tasks = tasks.exclude(pk=exclude_task_id)
-    # SQLite sums decimals as binary floats; four places is the ledger's precision anyway.
+    # Exact on every backend: an integer SUM of minor units (core.money).
     return quantize_money(tasks.aggregate(total=Sum("price"))["total"] or ZERO)
 
 
@@ -105,7 +105,7 @@ def claimable_tasks(
     now = now or timezone.now()
     tasks = Task.objects.filter(
         Q(not_before__isnull=True) | Q(not_before__lte=now), status=Task.Status.PENDING
-    )
+    ).exclude(priority=Task.Priority.BATCH)  # the Batch API collector's (tasks.execution.batches)
     if only_agent_id is not None:
         tasks = tasks.filter(agent_id=only_agent_id)
     if exclude_agent_ids:
@@ -113,3 +113,10 @@ def claimable_tasks(
     if task_ids is not None:
         tasks = tasks.filter(pk__in=list(task_ids))
     return tasks
+
+
+def webhook_deliveries_of(*, task_id: uuid.UUID) -> QuerySet[WebhookDelivery]:
+    """A task's webhook deliveries, oldest first, with their attempts."""
+    return (
+        WebhookDelivery.objects.filter(task_id=task_id).prefetch_related("attempt_log").order_by("created_at")
+    )

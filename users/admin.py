@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.db.models import Count, DecimalField, OuterRef, QuerySet, Subquery, Value
+from django.db.models import Count, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
@@ -10,8 +10,6 @@ from django.utils.http import urlencode
 from core.admin import money_text
 from users.models import User
 
-MONEY = DecimalField(max_digits=19, decimal_places=4)
-
 
 def _related_model(accessor: str) -> type:
     # users never imports tasks: the balances and task counts are reached through the reverse relations.
@@ -19,8 +17,11 @@ def _related_model(accessor: str) -> type:
 
 
 def _balance(kind: str) -> Coalesce:
-    accounts = _related_model("account").objects.filter(user=OuterRef("pk"), kind=kind).values("balance")[:1]
-    return Coalesce(Subquery(accounts, output_field=MONEY), Value(0, output_field=MONEY))
+    account = _related_model("account")
+    accounts = account.objects.filter(user=OuterRef("pk"), kind=kind).values("balance")[:1]
+    # Read back by the balance's own field: the column holds integer minor units (core.money).
+    money = account._meta.get_field("balance")
+    return Coalesce(Subquery(accounts, output_field=money), Value(0, output_field=money))
 
 
 class RoleFilter(admin.SimpleListFilter):

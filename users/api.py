@@ -4,6 +4,7 @@ token, and who am I (role, balance, held)."""
 from django.contrib.auth import password_validation
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
+from rest_framework.exceptions import UnsupportedMediaType
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,7 +17,7 @@ from core.exceptions import DomainError
 from core.serializers import RejectUnknownKeysMixin, StrictJSONTypesMixin
 from ledger.models import Account
 from ledger.selectors import balance_for
-from users.services import buyer_register
+from users.services import buyer_register, user_rotate_webhook_secret
 from users.throttles import AtomicRateThrottle
 from users.tokens import TokenObtainPairSerializer, TokenRefreshSerializer
 
@@ -98,6 +99,10 @@ class MeApi(APIView):
         held = serializers.DecimalField(
             max_digits=19, decimal_places=4, help_text="Held in escrow for unfinished tasks."
         )
+        webhook_secret = serializers.CharField(
+            help_text="Key of the HMAC-SHA256 in your webhooks' AICP-Signature header; POST "
+            "/auth/webhook-secret rotates it."
+        )
 
     @extend_schema(responses=OutputSerializer)
     def get(self, request: Request) -> Response:
@@ -109,9 +114,32 @@ class MeApi(APIView):
                     "role": user.role,
                     "balance": balance_for(user_id=user.pk, kind=Account.Kind.BUYER),
                     "held": balance_for(user_id=user.pk, kind=Account.Kind.ESCROW),
+                    "webhook_secret": user.webhook_secret,
                 }
             ).data
         )
+
+
+class WebhookSecretApi(APIView):
+    """Rotates the caller's webhook signing secret; the answer carries the new one."""
+
+    class InputSerializer(RejectUnknownKeysMixin, StrictJSONTypesMixin, serializers.Serializer):
+        pass  # no fields: an empty body or {}; anything else is a 400 like on every other write
+
+    class OutputSerializer(serializers.Serializer):
+        webhook_secret = serializers.CharField()
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer})
+    def post(self, request: Request) -> Response:
+        if int(request.META.get("CONTENT_LENGTH") or 0) > 0:
+            if not (request.content_type or "").startswith("application/json"):
+                raise UnsupportedMediaType(request.content_type or "(none)")
+            data = request.data
+        else:
+            data = {}
+        self.InputSerializer(data=data).is_valid(raise_exception=True)
+        secret = user_rotate_webhook_secret(user_id=request.user.pk)
+        return Response(self.OutputSerializer({"webhook_secret": secret}).data)
 
 
 class RegisterApi(APIView):

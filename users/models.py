@@ -1,7 +1,16 @@
 """The custom user: buyers submit tasks, operators (staff) run the business."""
 
+import secrets
+
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+
+from core.money import MoneyField
+
+
+def new_webhook_secret() -> str:
+    """A fresh signing key for a buyer's webhooks: 32 random bytes, hex (prefixed so it is recognisable)."""
+    return "whsec_" + secrets.token_hex(32)
 
 
 class User(AbstractUser):
@@ -10,8 +19,12 @@ class User(AbstractUser):
         OPERATOR = "operator", "Operator"
 
     # Overrides AICP_DAILY_SPEND_CAP for this buyer; empty means the global cap applies.
-    daily_spend_cap = models.DecimalField(
+    daily_spend_cap = MoneyField(
         max_digits=19, decimal_places=4, null=True, blank=True, help_text="Empty: use AICP_DAILY_SPEND_CAP."
+    )
+
+    webhook_secret = models.CharField(
+        max_length=80, default=new_webhook_secret, help_text="Signs this buyer's webhooks (HMAC-SHA256)."
     )
 
     @property

@@ -8,7 +8,7 @@ from django.db import transaction
 from agents.pricing import quantize_money
 from core.exceptions import Conflict, DomainError
 from ledger.services import buyer_accounts_open, buyer_credit
-from users.models import User
+from users.models import User, new_webhook_secret
 
 
 @transaction.atomic
@@ -34,3 +34,16 @@ def buyer_register(*, username: str, password: str) -> User:
             user_id=user.pk, amount=quantize_money(settings.AICP_SIGNUP_CREDIT), memo="signup credit"
         )
     return user
+
+
+@transaction.atomic
+def user_rotate_webhook_secret(*, user_id: int) -> str:
+    """A new webhook signing secret for the user; deliveries sent from now on are signed with it.
+
+    Saved (not updated in bulk) so this process forgets the user rows it reuses (users.authentication);
+    another process shows the new secret in GET /auth/me within AICP_RECENT_ROWS_S.
+    """
+    user = User.objects.select_for_update().get(pk=user_id)
+    user.webhook_secret = new_webhook_secret()
+    user.save(update_fields=["webhook_secret"])
+    return user.webhook_secret

@@ -35,6 +35,7 @@ class Response:
     status: int
     body: dict[str, Any]
     headers: dict[str, str]
+    raw: bytes | None = None  # sent as is instead of ``body`` (a file's content, e.g. Batch API JSONL)
 
 
 class BadRequest(Exception):
@@ -97,9 +98,10 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str
 
 
 async def write_response(writer: asyncio.StreamWriter, response: Response, *, keep_alive: bool) -> None:
-    payload = json.dumps(response.body).encode("utf-8")
+    raw = response.raw is not None
+    payload = response.raw if response.raw is not None else json.dumps(response.body).encode("utf-8")
     headers = {
-        "Content-Type": "application/json",
+        "Content-Type": "application/octet-stream" if raw else "application/json",
         "Content-Length": str(len(payload)),
         "Connection": "keep-alive" if keep_alive else "close",
         "X-AICP-Simulator": "1",

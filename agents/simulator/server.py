@@ -16,6 +16,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from agents.simulator.batches import BatchStore
 from agents.simulator.http11 import BadRequest, Response, read_request, write_response
 from agents.simulator.protocol import (
     ADVERTISED_MODELS,
@@ -64,6 +65,8 @@ class LLMSimulator:
         seed: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
+        batch_api: bool = True,
+        batch_delay_s: float = 0.0,
     ) -> None:
         if latency_ms < 0:
             raise ValueError("latency_ms must be >= 0")
@@ -89,6 +92,10 @@ class LLMSimulator:
         self._lock = threading.Lock()
 
         self._zero_shot_teacher = ZeroShotTeacher()
+        # The Batch API (files + batches); off: those paths answer 404 as on a provider without them.
+        self.batch_api = batch_api
+        self.batch_delay_s = batch_delay_s  # a batch completes when retrieved this long after creation
+        self.batches = BatchStore()
 
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -206,7 +213,7 @@ class LLMSimulator:
                 if request is None:
                     return
                 method, path, headers, body = request
-                response = await self._dispatch(method, path, body)
+                response = await self._dispatch(method, path, body, headers)
                 if response is _DROP:
                     return
                 assert isinstance(response, Response)
@@ -224,12 +231,20 @@ class LLMSimulator:
             self._connections.discard(task)
             writer.close()
 
-    async def _dispatch(self, method: str, path: str, body: bytes) -> Response | object:
+    async def _dispatch(
+        self, method: str, path: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> Response | object:
         path = path.split("?", 1)[0].rstrip("/") or "/"
         if path == "/v1/chat/completions":
             if method != "POST":
                 return error_response(405, f"Method {method} not allowed", "invalid_request_error", None)
             return await self._chat(body)
+        if self.batch_api and path.startswith(("/v1/files", "/v1/batches")):
+            answered = await self.batches.dispatch(
+                method, path, headers or {}, body, delay_s=self.batch_delay_s, answer=self._answer
+            )
+            if answered is not None:
+                return answered
         if method != "GET":
             return error_response(404, f"Unknown path {path}", "invalid_request_error", "unknown_url")
         if path == "/health":

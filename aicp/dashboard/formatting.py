@@ -8,6 +8,8 @@ from typing import Any
 
 from django.utils import timezone
 
+from core.money import plain
+
 DASH = "—"
 
 
@@ -50,7 +52,7 @@ def jsonable(value: Any) -> Any:
 
 def _json_value(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)
+        return plain(value)  # never 0E-8
     if isinstance(value, datetime):
         return value.isoformat()
     return value

@@ -220,13 +220,17 @@ def fetch_models(model: type[Model], sql: str, params: Sequence[object]) -> list
         columns = tuple(column[0] for column in cursor.description)
     shape = (model, connection.alias, columns)
     if shape not in _readers:
-        by_column = {field.column: field for field in model._meta.concrete_fields}
-        fields = [by_column[column] for column in columns]
+        # In the model's field order, whatever the table's column order (``Model.from_db`` takes values in
+        # field order; SQLite's AlterField rebuilds a table with the altered column last, so the columns
+        # of ``SELECT *`` need not be in field order).
+        position = {column: index for index, column in enumerate(columns)}
+        fields = [field for field in model._meta.concrete_fields if field.column in position]
         converters = []
         for field in fields:
             expression = field.get_col(model._meta.db_table)
             converters.append(
                 (
+                    position[field.column],
                     connection.ops.get_db_converters(expression) + expression.get_db_converters(connection),
                     expression,
                 )
@@ -235,10 +239,12 @@ def fetch_models(model: type[Model], sql: str, params: Sequence[object]) -> list
     attnames, converters = _readers[shape]
     instances = []
     for row in rows:
-        values = list(row)
-        for index, (field_converters, expression) in enumerate(converters):
+        values = []
+        for index, field_converters, expression in converters:
+            value = row[index]
             for converter in field_converters:
-                values[index] = converter(values[index], expression, connection)
+                value = converter(value, expression, connection)
+            values.append(value)
         instances.append(model.from_db(connection.alias, attnames, values))
     return instances
 

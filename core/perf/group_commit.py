@@ -19,18 +19,36 @@ exception, which is raised in that item's caller. When the whole write fails (an
 into one item's result), every item of a group of several is written again alone, so that one bad item
 fails only its own caller. A database that cannot be written at all (an OperationalError: locked, disk
 I/O) fails the group at once, since writing the items one by one would only wait that much longer.
+
+A write that committed is never written again: "the transaction failed" and "something after the commit
+failed" are different errors. A write whose transaction committed but which then failed (a commit
+callback, such as an enqueue to a broker that is down) raises ``Committed`` with its results: each caller
+gets its own result, and the failure is logged once. (Writes should not fail after commit at all: their
+enqueues go through core.after_commit, which never raises. This is the second line.)
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from django.db import OperationalError
 
+logger = logging.getLogger("aicp.perf")
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+
+class Committed(Exception):  # noqa: N818 - it says what happened to the write, not that it failed
+    """Raised by a write whose transaction committed before something after it failed (the failure is
+    its ``__cause__``): ``results`` stand, one per item, and the items must never be written again."""
+
+    def __init__(self, results: Sequence[object]) -> None:
+        super().__init__(f"committed {len(results)} result(s), then failed")
+        self.results = results
 
 
 class _Waiter(Generic[Item, Result]):
@@ -109,7 +127,9 @@ class GroupCommit(Generic[Item, Result]):
 
     def _write_group(self, group: list[_Waiter[Item, Result]]) -> None:
         try:
-            self._settle(group, self._write([waiter.item for waiter in group]))
+            results = self._write([waiter.item for waiter in group])
+        except Committed as committed:
+            self._settle_committed(group, committed)
             return
         except OperationalError as error:
             failure: BaseException = error
@@ -122,19 +142,42 @@ class GroupCommit(Generic[Item, Result]):
                 return
         except BaseException as error:
             failure = error
+        else:
+            # Outside the try: the write returned, so it is done; settling must never make it run again.
+            self._settle(group, results)
+            return
         for waiter in group:
             waiter.error = failure
 
     def _write_alone(self, waiter: _Waiter[Item, Result]) -> None:
         try:
-            self._settle([waiter], self._write([waiter.item]))
+            results = self._write([waiter.item])
+        except Committed as committed:
+            self._settle_committed([waiter], committed)
         except BaseException as error:  # noqa: BLE001 - it is this item's caller's to raise
             waiter.error = error
+        else:
+            self._settle([waiter], results)
+
+    @classmethod
+    def _settle_committed(cls, group: list[_Waiter[Item, Result]], committed: Committed) -> None:
+        cause = committed.__cause__
+        logger.warning(
+            "A group of %d was committed, then failed (%s: %s); its results stand, it is not written again",
+            len(group),
+            type(cause).__name__,
+            str(cause)[:200],
+        )
+        cls._settle(group, committed.results)  # type: ignore[arg-type]
 
     @staticmethod
     def _settle(group: list[_Waiter[Item, Result]], results: Sequence[Result | Exception]) -> None:
         if len(results) != len(group):
-            raise RuntimeError(f"group write returned {len(results)} results for {len(group)} items")
+            # A broken write function; what it wrote stands: every caller gets this error, none a rewrite.
+            error = RuntimeError(f"group write returned {len(results)} results for {len(group)} items")
+            for waiter in group:
+                waiter.error = error
+            return
         for waiter, result in zip(group, results, strict=True):
             if isinstance(result, Exception):
                 waiter.error = result

@@ -97,7 +97,7 @@ def model_request_training() -> TrainingRequest:
     shortfall = training_shortfall(counts)
     if shortfall is not None:
         raise Conflict(shortfall, code="not_enough_samples")
-    transaction.on_commit(lambda: queue.enqueue_training("operator"))
+    queue.enqueue_training_on_commit("operator")
     logger.info("Duke training requested by an operator (%d samples)", total)
     # Every sample trains and (out-of-fold) calibrates: there is no separate validation split any more.
     return TrainingRequest("operator", total, 0)

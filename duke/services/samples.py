@@ -72,7 +72,7 @@ def sample_record(
     if settings.DUKE_ENCODE_ON_RECORD and ordinal % ENCODE_EVERY == 0:
         # Through the queue after commit, so a completing task never waits for the encoder, and in
         # batches: one forward pass for many texts costs far less than one each, and so does one job.
-        transaction.on_commit(queue.enqueue_encoding)
+        queue.enqueue_encoding_on_commit()
     if ordinal % settings.DUKE_TRAIN_EVERY == 0:
         training_trigger(sample_ordinal=ordinal, reason="samples")
         logger.info("Collected %d training samples for Duke", ordinal)
@@ -86,7 +86,7 @@ def training_trigger(*, sample_ordinal: int, reason: str) -> bool:
             TrainingTrigger.objects.create(sample_ordinal=sample_ordinal, reason=reason)
     except IntegrityError:
         return False
-    transaction.on_commit(queue.enqueue_training)
+    queue.enqueue_training_on_commit()
     return True
 
 

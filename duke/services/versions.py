@@ -175,7 +175,7 @@ def _version_fail(version: ModelVersion, error: BaseException, *, started: float
 def _train_again_if_owed() -> None:
     """Watermarks crossed while a training ran found the slot taken: one more training covers them all."""
     if TrainingTrigger.objects.filter(version__isnull=True).exists():
-        transaction.on_commit(queue.enqueue_training)
+        queue.enqueue_training_on_commit()
 
 
 def _version_finish(version: ModelVersion, verdict: Verdict) -> ModelVersion:

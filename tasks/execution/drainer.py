@@ -91,8 +91,9 @@ class Drainer(Dispatching, Settling, Housekeeping):
         self.started = time.monotonic()
         self.next_claim = 0.0
         self.next_refresh = 0.0
-        # A short task lease (tests, fault drills) needs renewing more often than the slot.
-        self.renew_s = min(DRAIN_RENEW_S, settings.AICP_TASK_LEASE_S / 3)
+        # The heartbeat: leases are renewed several times per lease, so a live drainer's loop may stall for
+        # most of a lease (a long settlement, a busy database) before the reaper would take its tasks.
+        self.renew_s = min(DRAIN_RENEW_S, settings.AICP_TASK_LEASE_S / 5)
         self.next_renew = time.monotonic() + self.renew_s
         self.idle_until = 0.0
 

@@ -13,13 +13,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from agents import llm
+from tasks.execution.watchdog import start_lease_watchdog
 from tasks.models import Task
 
 logger = logging.getLogger("tasks")
 
 
-DRAIN_LEASE_S = 30.0  # a running drainer's hold on its slot; renewed every DRAIN_RENEW_S
-DRAIN_RENEW_S = 5.0
+# A running drainer's hold on its slot, renewed every DRAIN_RENEW_S (and claimed tasks' leases with it): a
+# dead drainer's slot is free again within DRAIN_LEASE_S, so the reaper's request for a drainer finds one.
+DRAIN_LEASE_S = 15.0
+DRAIN_RENEW_S = 3.0
 POLL_S = 0.05  # how often a drainer with free capacity looks for newly submitted tasks
 SHARED_REFRESH_S = 0.5  # how often it re-reads breakers and Retry-After blocks other workers wrote
 CLAIM_BATCH_DIVISOR = 8  # with calls in flight, claim once at least 1/8 of the window is free
@@ -52,10 +55,12 @@ def io_loop() -> asyncio.AbstractEventLoop:
 
 
 def warm_up() -> None:
-    """A queue worker has just started: its I/O loop and LLM client are ready before its first drainer.
+    """A queue worker has just started: its I/O loop and LLM client are ready before its first drainer, and
+    its lease watchdog (the fast reaper, tasks.execution.watchdog) runs.
 
     Otherwise the first drainer's first calls wait for the openai import, the client and its loop.
     """
+    start_lease_watchdog()
     llm.warm_up()
     # Clients are per base URL, key and timeout, not per model: this is the one every agent without a
     # base URL of its own shares.

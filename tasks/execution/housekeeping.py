@@ -1,4 +1,9 @@
-"""Housekeeping between a drainer's rounds: shared state, lease renewals, finding the next work, stopping."""
+"""Housekeeping between a drainer's rounds: shared state, lease renewals, finding the next work, stopping.
+
+The lease renewals are the heartbeat: a claimed task's lease (AICP_TASK_LEASE_S, 15 s by default) is
+renewed every few seconds while its call really runs, however long the call takes; a dead worker renews
+nothing, and the lease watchdog (tasks.execution.watchdog) gives its tasks back.
+"""
 
 from __future__ import annotations
 
@@ -44,10 +49,14 @@ class Housekeeping:
             self.next_renew = now + self.renew_s
             if self.slot is not None:
                 drain_slot_renew(lease=self.slot, lease_s=DRAIN_LEASE_S)
-            # Leases outlive any one call, but not a long wait for permits: renew what we still hold
-            # before the reaper could think its worker died.
+            # The heartbeat: every claim held for at least one renewal interval (calls in flight, however
+            # long they take, and claims waiting for permits) gets a fresh lease, so the reaper never takes
+            # a task from a live worker unless this loop stalls for most of a lease.
+            lease_s = settings.AICP_TASK_LEASE_S
             held = [
-                f for f in [*self.inflight.values(), *self.waiting] if f.lease_ends - now < 2 * self.renew_s
+                f
+                for f in [*self.inflight.values(), *self.waiting]
+                if f.lease_ends - now <= lease_s - self.renew_s
             ]
             if held:
                 for flight in held:

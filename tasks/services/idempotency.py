@@ -42,9 +42,18 @@ class _KeyTakenConcurrently(Exception):
     """A concurrent request with the same key committed between our lookup and our insert."""
 
 
+_LATER_FIELDS = {"callback_url": "", "priority": "normal"}  # issue 21
+
+
 def request_fingerprint(request: TaskRequest) -> str:
     """sha256 of the canonical JSON of the validated input: the same request hashes the same however sent."""
-    canonical = json.dumps(asdict(request), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    fields = asdict(request)
+    # Fields added later count only when set: a request without them hashes as it did before they existed,
+    # so a key stored before an upgrade still replays.
+    for name, default in _LATER_FIELDS.items():
+        if fields.get(name) == default:
+            del fields[name]
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -61,6 +70,19 @@ def _submit_once_with_key(
     render: Callable[[Task], dict],
     limit: SubmitLimit | None,
 ) -> SubmitResult:
+    def create() -> tuple[Task, dict]:
+        task = task_submit(buyer=buyer, request=request, limit=limit)
+        return task, render(task)
+
+    return _once_with_key(buyer=buyer, key=key, fingerprint=request_fingerprint(request), create=create)
+
+
+def _once_with_key(
+    *, buyer: User, key: str, fingerprint: str, create: Callable[[], tuple[Task, dict]]
+) -> SubmitResult:
+    """In the caller's transaction: the first response under (buyer, key) replayed, or ``create``'s tasks
+    written with the key and their response (``create`` returns the task the key row points at and the
+    response body). Shared by POST /tasks and POST /tasks/batch: one key space per buyer."""
     # Locking the buyer's accounts serialises this buyer's submissions (PostgreSQL; SQLite's IMMEDIATE
     # transactions already do): a duplicate that arrives while the first is in flight waits here, then sees
     # the committed key and replays.
@@ -69,7 +91,6 @@ def _submit_once_with_key(
     IdempotencyKey.objects.filter(
         user=buyer, created_at__lt=now - timedelta(hours=settings.AICP_IDEMPOTENCY_TTL_H)
     ).delete()
-    fingerprint = request_fingerprint(request)
     existing = _find_key(user_id=buyer.pk, key=key)
     if existing is not None:
         if existing.request_hash != fingerprint:
@@ -84,8 +105,8 @@ def _submit_once_with_key(
             body=existing.response_body,
             replayed=True,
         )
-    task = task_submit(buyer=buyer, request=request, limit=limit)
-    body = json.loads(json.dumps(render(task), cls=DjangoJSONEncoder))
+    task, rendered = create()
+    body = json.loads(json.dumps(rendered, cls=DjangoJSONEncoder))
     try:
         with transaction.atomic():
             IdempotencyKey.objects.create(
@@ -123,6 +144,24 @@ def task_submit_idempotent(
             return _submit_once_with_key(buyer=buyer, request=request, key=key, render=render, limit=limit)
         except _KeyTakenConcurrently:
             # Our task and hold were rolled back with the transaction; the next pass replays the winner.
+            continue
+    raise Conflict(
+        "Another request with this Idempotency-Key is still being processed; retry shortly.",
+        code="idempotency_in_progress",
+    )
+
+
+def idempotent(
+    *, buyer: User, key: str, fingerprint: str, create: Callable[[], tuple[Task, dict]]
+) -> SubmitResult:
+    """Any submission guarded by an Idempotency-Key (POST /tasks/batch): ``create`` runs at most once per
+    (buyer, key), in one transaction with the key row; a replay returns the first response, another
+    ``fingerprint`` under the same key is a 422 (see task_submit_idempotent)."""
+    for _ in range(2):
+        try:
+            with transaction.atomic():
+                return _once_with_key(buyer=buyer, key=key, fingerprint=fingerprint, create=create)
+        except _KeyTakenConcurrently:
             continue
     raise Conflict(
         "Another request with this Idempotency-Key is still being processed; retry shortly.",

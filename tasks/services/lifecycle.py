@@ -27,10 +27,11 @@ from ledger.services import (
     payout_posting,
 )
 from tasks import queue
-from tasks.models import Task
+from tasks.models import Task, WebhookDelivery
 from tasks.selectors import (
     claimable_tasks,
 )
+from tasks.webhooks import queue as webhooks
 
 logger = logging.getLogger("tasks")
 
@@ -114,7 +115,7 @@ def task_release_claims(
     )
     if released:
         delay_s = max(0.0, (not_before - now).total_seconds()) if not_before else 0.0
-        transaction.on_commit(lambda: queue.request_drain(delay_s=delay_s))
+        queue.request_drain_on_commit(delay_s=delay_s)
     return released
 
 
@@ -244,6 +245,9 @@ def _complete(*, completions: Sequence[Completion]) -> list[bool]:
         logger.info(
             "Task %s COMPLETED by %s in %s ms", task.short_id, executor.name, completion.outcome.latency_ms
         )
+    webhooks.on_commit_notify(
+        task_ids=[t.pk for t, _ in finished if t.callback_url], event=WebhookDelivery.Event.COMPLETED
+    )
     done = {task.pk for task, _ in finished}
     results = []
     for completion in completions:
@@ -270,6 +274,9 @@ def task_fail(*, task_id: uuid.UUID, error: str, error_code: str = "error") -> b
     hold_release(buyer_id=task.buyer_id, task_id=task.id, price=task.price)
     agent_record_outcome(agent_id=task.agent_id, success=False)
     logger.info("Task %s FAILED on %s: %s", task.short_id, task.agent.name, error_code)
+    webhooks.on_commit_notify(
+        task_ids=[task.pk] if task.callback_url else [], event=WebhookDelivery.Event.FAILED
+    )
     return True
 
 
@@ -286,7 +293,7 @@ def task_retry_later(*, task_id: uuid.UUID, error: str, error_code: str, delay_s
         updated_at=now,
     )
     if released:
-        transaction.on_commit(lambda: queue.enqueue_execution(task_id, delay_s=delay_s))
+        queue.enqueue_execution_on_commit(task_id, delay_s=delay_s)
     return bool(released)
 
 
@@ -309,7 +316,7 @@ def task_requeue_expired() -> list[uuid.UUID]:
     # Claimable work with no drainer (a crash between commit and enqueue, a purged queue, a drainer that
     # died) must not wait for the next submission: ask for one; the drain slots make a spare request free.
     if requeued or claimable_tasks(now=now).exists():
-        transaction.on_commit(queue.request_drain)
+        queue.request_drain_on_commit()
     if requeued:
         logger.warning("Reaper re-queued %d task(s) whose lease expired", len(requeued))
     return requeued

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from agents.llm import estimate_label_tokens
 from agents.models import Agent
-from agents.pricing import quote, token_cost
+from agents.pricing import batch_quote, quote, token_cost
 from agents.selectors import agent_default_llm, agent_duke, agent_get
 from core.exceptions import (
     DomainError,
@@ -25,7 +25,7 @@ from core.exceptions import (
     NotFound,
 )
 from core.perf.db import PreparedRow, insert_rows, prepare_row, process_connection
-from core.perf.group_commit import GroupCommit
+from core.perf.group_commit import Committed, GroupCommit
 from duke.router import RouteDecision, route
 from duke.services import audit as duke_audit
 from ledger import entries
@@ -38,6 +38,14 @@ from tasks import queue
 from tasks.models import Task
 from tasks.services.lifecycle import Outcome, task_complete
 from tasks.services.limits import SubmitLimit, check_spend_cap, check_submit_limit, created_in_window
+from tasks.services.repeat import (
+    RepeatAnswer,
+    repeat_agent,
+    repeat_answer_find,
+    repeat_complete,
+    repeat_key,
+    repeat_task,
+)
 from users.models import User
 
 logger = logging.getLogger("tasks")
@@ -50,6 +58,8 @@ class TaskRequest:
     task_type: str = ""
     labels: tuple[str, ...] | None = None
     agent: str = "auto"
+    callback_url: str = ""  # checked by tasks.webhooks.addresses before it gets here
+    priority: str = Task.Priority.NORMAL
 
 
 def _resolve_agent(requested: str) -> Agent:
@@ -78,6 +88,12 @@ def _quoted_task(*, buyer: User, request: TaskRequest, agent: Agent, **fields: o
         success_count=agent.success_count,
         failure_count=agent.failure_count,
     )
+    if request.priority == Task.Priority.BATCH and agent.backend != Agent.Backend.DUKE:
+        price = batch_quote(
+            quote=price,
+            llm_cost_estimate=_llm_cost_estimate(request, agent),
+            discount=settings.AICP_BATCH_DISCOUNT,
+        )
     return Task(
         buyer=buyer,
         description=request.description,
@@ -87,7 +103,31 @@ def _quoted_task(*, buyer: User, request: TaskRequest, agent: Agent, **fields: o
         requested_agent=request.agent,
         agent=agent,
         price=price,
+        repeat_key=repeat_key(task_type=request.task_type, labels=request.labels, text=request.description),
+        callback_url=request.callback_url,
+        priority=request.priority,
         **fields,
+    )
+
+
+# A free-form answer's length is unknown before it is written; this many tokens stand for it in estimates.
+_FREE_FORM_COMPLETION_TOKENS_ESTIMATE = 256
+
+
+def _llm_cost_estimate(request: TaskRequest, agent: Agent) -> Decimal:
+    """The agent's token cost of the call the task would make (what the Batch API discount applies to)."""
+    if request.labels:
+        prompt_tokens, completion_tokens = estimate_label_tokens(
+            text=request.description, labels=request.labels
+        )
+    else:
+        prompt_tokens = len(request.description) // 4 + 20
+        completion_tokens = _FREE_FORM_COMPLETION_TOKENS_ESTIMATE
+    return token_cost(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        prompt_token_price=agent.prompt_token_price,
+        completion_token_price=agent.completion_token_price,
     )
 
 
@@ -188,6 +228,12 @@ def task_submit(*, buyer: User, request: TaskRequest, limit: SubmitLimit | None 
             return _submit_served_by_duke(
                 buyer=buyer, request=request, duke=duke, decision=decision, limit=limit
             )
+        # What Duke does not take, an identical task's stored LLM answer may (tasks.services.repeat).
+        answer = repeat_answer_find(
+            task_type=request.task_type, labels=request.labels, text=request.description
+        )
+        if answer is not None:
+            return _submit_served_by_repeat(buyer=buyer, request=request, answer=answer, limit=limit)
     submission = Submission(buyer, request, limit)
     if transaction.get_connection().in_atomic_block:
         # The caller's transaction decides when this commits, so it cannot join a group's.
@@ -205,7 +251,8 @@ def task_submit_many(*, submissions: Sequence[Submission]) -> list[Task | Domain
     Each is decided exactly as if submitted alone, one after the other in this order: the requested
     agent (read just before the writing transaction, so the quote uses its current reputation), the
     quote, the buyer's submit limit, spend cap and balance. The accepted ones share one transaction and
-    its INSERTs, and one request for a drainer when it commits.
+    its INSERTs, and one request for a drainer when it commits. Outside a caller's transaction, a failure
+    after the commit raises ``Committed`` with the outcomes (the tasks exist: never write them again).
 
     What does not depend on the balances (agents, quotes, the task rows' values) is done before the
     transaction begins: on SQLite it holds the database's one write lock from BEGIN, and every other
@@ -225,23 +272,53 @@ def task_submit_many(*, submissions: Sequence[Submission]) -> list[Task | Domain
         task = _quoted_task(buyer=submission.buyer, request=submission.request, agent=agents[name])
         quoted.append((len(outcomes), prepare_row(task), submission.limit))
         outcomes.append(None)
-    held = _hold_and_enqueue(items=[(row, limit) for _, row, limit in quoted])
+    after_commit: Committed | None = None
+    try:
+        held = _hold_and_enqueue(items=[(row, limit) for _, row, limit in quoted])
+    except Committed as committed:
+        held, after_commit = committed.results, committed
     for (index, _, _), outcome in zip(quoted, held, strict=True):
         outcomes[index] = outcome
     for task in held:
         if isinstance(task, Task):
             logger.info("Task %s SUBMITTED to %s at %s", task.short_id, task.agent.name, task.price)
+    if after_commit is not None:
+        raise Committed(outcomes) from after_commit.__cause__
     return outcomes  # type: ignore[return-value]
 
 
-@transaction.atomic
 def _hold_and_enqueue(*, items: Sequence[tuple[PreparedRow, SubmitLimit | None]]) -> list[Task | DomainError]:
-    """``_insert_held``, and one request for a drainer for the tasks held when the transaction commits."""
-    outcomes = _insert_held(items=items)
-    accepted = [outcome.id for outcome in outcomes if isinstance(outcome, Task)]
-    if accepted:
-        transaction.on_commit(lambda: queue.enqueue_executions(accepted))
+    """``_insert_held`` in a transaction, and one request for a drainer for the tasks held on commit.
+
+    The enqueue is guarded (it never raises); should anything else fail once the transaction has
+    committed (a commit callback that is not guarded), this raises ``Committed`` with the outcomes: the
+    tasks exist and are held, and whoever retries a failed write (group commit) must answer them, not
+    write them again.
+    """
+    outcomes: list[Task | DomainError] = []
+    accepted: list[uuid.UUID] = []
+    try:
+        with transaction.atomic():
+            outcomes = _insert_held(items=items)
+            accepted = [outcome.id for outcome in outcomes if isinstance(outcome, Task)]
+            if accepted:
+                queue.enqueue_executions_on_commit(accepted)
+    except Exception as error:
+        if accepted and _committed(accepted):
+            raise Committed(outcomes) from error
+        raise
     return outcomes
+
+
+def _committed(task_ids: Sequence[uuid.UUID]) -> bool:
+    """After an error left the submission's transaction: did it commit? The database says (this runs only
+    on that rare path; inside a caller's transaction nothing has committed yet)."""
+    if transaction.get_connection().in_atomic_block:
+        return False
+    try:
+        return Task.objects.filter(pk=task_ids[0]).exists()
+    except Exception:  # noqa: BLE001 - a database that cannot answer: the original error is raised
+        return False
 
 
 def _write_submission_group(group: Sequence[Submission]) -> list[Task | DomainError]:
@@ -302,7 +379,29 @@ def _submit_served_by_duke(
         audit=decision.audit,
     )
     if decision.audit:
-        transaction.on_commit(lambda: queue.enqueue_duke_audit(task.id))
+        queue.enqueue_duke_audit_on_commit(task.id)
+    task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def _submit_served_by_repeat(
+    *, buyer: User, request: TaskRequest, answer: RepeatAnswer, limit: SubmitLimit | None = None
+) -> Task:
+    """An identical labeling task was answered by an LLM within AICP_REPEAT_TTL (tasks.services.repeat):
+    quote (Duke's price), hold and payout in one transaction, no queue, no LLM call, no training sample."""
+    task = repeat_task(
+        buyer=buyer,
+        description=request.description,
+        complexity=request.complexity,
+        task_type=request.task_type,
+        labels=request.labels or (),
+        agent=repeat_agent(),
+    )
+    (outcome,) = _insert_held(items=[(prepare_row(task), limit)])
+    if isinstance(outcome, DomainError):
+        raise outcome
+    repeat_complete(answered=[(task, answer)])
     task.refresh_from_db()
     return task
 
@@ -345,5 +444,7 @@ def task_resubmit(*, task_id: uuid.UUID) -> Task:
             task_type=original.task_type,
             labels=tuple(original.labels) if original.labels else None,
             agent=original.requested_agent,
+            callback_url=original.callback_url,
+            priority=original.priority,
         ),
     )

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from ledger.models import LedgerEntry
 from tasks.services.lifecycle import Outcome, task_complete, task_fail
 from tests.browser.conftest import OPERATOR_PASSWORD, log_in
 from tests.factories import make_buyer, submit
@@ -17,6 +18,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, seria
 
 @pytest.fixture
 def history(llm_settings):
+    # Operators' admin rights come from the permission rows (users/backends.py); a transactional test
+    # that ran before may have flushed them, so this test makes sure they exist.
+    from django.apps import apps
+    from django.contrib.auth.management import create_permissions
+    from django.contrib.contenttypes.management import create_contenttypes
+
+    for app_config in apps.get_app_configs():
+        create_contenttypes(app_config, verbosity=0)
+        create_permissions(app_config, verbosity=0)
     buyer = make_buyer("shopper")
     done = submit(buyer, "Is this spam?", labels=["spam", "ham"], task_type="mail")
     task_complete(task_id=done.id, outcome=Outcome(result="ham", latency_ms=42))
@@ -43,11 +53,12 @@ def test_it_walks_from_a_task_to_its_ledger_rows(history, page, live_server, ope
     assert "task__id__exact" in page.url
     rows = page.locator("#result_list tbody tr")
     assert rows.count() >= 2
-    times = [
-        rows.nth(i).locator("td.field-created_at, th.field-created_at").inner_text()
-        for i in range(rows.count())
-    ]
-    assert times == sorted(times, reverse=True)
+    links = rows.locator("th.field-created_at a, td.field-created_at a").evaluate_all(
+        "links => links.map((a) => a.getAttribute('href'))"
+    )
+    shown = [int(re.search(r"/ledgerentry/(\d+)/", href).group(1)) for href in links]
+    newest_first = LedgerEntry.objects.filter(task_id=history.pk).order_by("-created_at", "-id")
+    assert shown == list(newest_first.values_list("pk", flat=True))
     for amount in page.locator("#result_list td.field-amount_display").all_inner_texts():
         assert re.fullmatch(r"-?[\d,]+\.\d{4}", amount)
     filters = page.locator("#changelist-filter summary, #changelist-filter h3").all_inner_texts()

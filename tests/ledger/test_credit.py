@@ -67,6 +67,19 @@ def test_it_explains_a_bad_credit_command(buyer, username, amount, message):
     assert _balance(buyer) == Decimal("100.0000")
 
 
+@pytest.mark.parametrize(
+    ("typed", "shown"), [("1E+2", "Credited 100.0000 to"), ("0.00000000", "got 0.00000000")]
+)
+def test_it_answers_the_credit_command_in_plain_decimals(buyer, capsys, typed, shown):
+    try:
+        call_command("credit", buyer.username, typed)
+    except CommandError as exc:
+        said = str(exc)
+    else:
+        said = capsys.readouterr().out
+    assert shown in said and "E+" not in said and "E-" not in said
+
+
 def test_it_credits_selected_buyers_from_the_admin_through_a_form(superuser_client, buyer, other_buyer):
     assert superuser_client.get("/admin/tasks/account/").status_code == 200
     accounts = Account.objects.filter(kind=Account.Kind.BUYER, user__in=[buyer, other_buyer])

@@ -1,4 +1,5 @@
-"""Money is never a float: every money-named field of every project model is a DecimalField."""
+"""Money is never a float: every money-named field of every project model is a DecimalField, stored
+exactly (core.money.MoneyField: integer minor units on every backend)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 from django.apps import apps
 from django.conf import settings
 from django.db import models
+
+from core.money import MoneyField
 
 MONEY_NAME = re.compile(r"(^|_)(price|cost|amount|balance|earnings|cap|fee)(_|$)|price")
 
@@ -51,6 +54,7 @@ def test_it_finds_the_money_fields_it_is_meant_to_check():
 def test_it_stores_every_money_field_as_a_decimal(name, field):
     assert isinstance(field, models.DecimalField), f"{name} is a {type(field).__name__}, not a DecimalField"
     assert field.decimal_places >= 4, f"{name} keeps fewer than the ledger's 4 decimal places"
+    assert isinstance(field, MoneyField), f"{name} is not stored exactly (a DecimalField is a REAL on SQLite)"
 
 
 @pytest.mark.parametrize(

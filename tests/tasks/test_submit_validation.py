@@ -96,6 +96,8 @@ def test_typical_bodies_are_accepted_with_trimmed_text_and_defaults(body):
         "task_type": body.get("task_type", ""),
         "labels": [label.strip() for label in body["labels"]] if body.get("labels") else None,
         "agent": body.get("agent", "auto"),
+        "callback_url": "",  # issue 21: webhooks and the Batch API path, both optional
+        "priority": "normal",
     }
 
 

@@ -50,6 +50,8 @@ def test_it_issues_tokens_and_shows_me(api_client):
     tokens = _tokens(api_client)
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
     me = api_client.get("/auth/me").json()
+    secret = me.pop("webhook_secret")  # issue 21: the buyer's webhook signing key
+    assert secret.startswith("whsec_") and len(secret) == 6 + 64
     assert me == {"username": "alice", "role": "buyer", "balance": "100.0000", "held": "0.0000"}
 
 

@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from core.exceptions import DomainError
+from core.money import plain
 from ledger.models import Account
 from ledger.selectors import balance_for
 from ledger.services import buyer_credit
@@ -38,4 +39,6 @@ class Command(BaseCommand):
         except DomainError as exc:
             raise CommandError(exc.message) from None
         balance = balance_for(user_id=user.pk, kind=Account.Kind.BUYER)
-        self.stdout.write(self.style.SUCCESS(f"Credited {amount} to {username}; available: {balance}."))
+        self.stdout.write(
+            self.style.SUCCESS(f"Credited {plain(amount, 4)} to {username}; available: {plain(balance, 4)}.")
+        )
