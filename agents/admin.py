@@ -6,6 +6,7 @@ from django.http import HttpRequest
 
 from agents.models import Agent
 from agents.pricing import quote, reputation_multiplier
+from core.admin import money_text
 
 
 @admin.register(Agent)
@@ -14,12 +15,12 @@ class AgentAdmin(admin.ModelAdmin):
         "name",
         "backend",
         "model",
-        "price_per_unit",
+        "price_display",
         "quote_unit",
         "tasks_done_display",
         "success_rate_display",
         "reputation",
-        "earnings",
+        "earnings_display",
         "is_active",
     )
     list_filter = ("backend", "is_active")
@@ -31,7 +32,7 @@ class AgentAdmin(admin.ModelAdmin):
         "success_rate_display",
         "reputation",
         "quote_unit",
-        "earnings",
+        "earnings_display",
         "created_at",
     )
     fieldsets = (
@@ -47,7 +48,7 @@ class AgentAdmin(admin.ModelAdmin):
                     "success_rate_display",
                     "reputation",
                     "quote_unit",
-                    "earnings",
+                    "earnings_display",
                     "created_at",
                 )
             },
@@ -62,6 +63,14 @@ class AgentAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Agent | None = None) -> bool:
         # Tasks and ledger rows point at agents forever; retire one by deactivating it.
         return False
+
+    @admin.display(description="price / unit", ordering="price_per_unit")
+    def price_display(self, agent: Agent) -> str:
+        return money_text(agent.price_per_unit)
+
+    @admin.display(description="earnings", ordering="earnings")
+    def earnings_display(self, agent: Agent) -> str:
+        return money_text(agent.earnings)
 
     @admin.display(description="tasks done")
     def tasks_done_display(self, agent: Agent) -> int:
@@ -78,7 +87,7 @@ class AgentAdmin(admin.ModelAdmin):
 
     @admin.display(description="quote, complexity 1")
     def quote_unit(self, agent: Agent) -> str:
-        return str(
+        return money_text(
             quote(
                 price_per_unit=agent.price_per_unit,
                 complexity=1,

@@ -6,6 +6,15 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
+from core.admin import (
+    admin_link,
+    cost_text,
+    displayed_fields,
+    json_block,
+    money_text,
+    percent_text,
+    seconds_text,
+)
 from core.exceptions import DomainError
 from duke.models import ModelVersion, RoutingState, ServedTask, TrainingData, TrainingTrigger
 from duke.services import model_promote, model_request_training
@@ -13,10 +22,20 @@ from duke.services import model_promote, model_request_training
 
 @admin.register(TrainingData)
 class TrainingDataAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "task_type", "split", "source", "output", "correct_label", "has_embedding")
+    list_display = (
+        "created_at",
+        "task_type",
+        "split",
+        "source",
+        "output",
+        "correct_label",
+        "has_embedding",
+        "task_link",
+    )
     list_filter = ("split", "source", "task_type")
     search_fields = ("input_text", "output", "task_id")
     readonly_fields = (
+        "task_link",
         "task_id",
         "input_text",
         "task_type",
@@ -31,6 +50,22 @@ class TrainingDataAdmin(admin.ModelAdmin):
     def has_embedding(self, sample: TrainingData) -> bool:
         return sample.embedding is not None
 
+    @admin.display(description="task")
+    def task_link(self, sample: TrainingData) -> str:
+        return _task_link(sample.task_id)
+
+
+def _task_link(task_id: object) -> str:
+    # By URL name: duke never imports tasks.
+    return admin_link(reverse("admin:tasks_task_change", args=[task_id]), str(task_id)[:8])
+
+
+def _version_link(number: int) -> str:
+    version = ModelVersion.objects.filter(number=number).values_list("pk", flat=True).first()
+    if version is None:
+        return f"v{number}"
+    return admin_link(reverse("admin:duke_modelversion_change", args=[version]), f"v{number}")
+
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
@@ -39,20 +74,39 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_display = (
         "number",
         "status",
-        "accuracy",
-        "macro_f1",
+        "accuracy_display",
+        "macro_f1_display",
         "train_samples",
         "validation_samples",
         "progress",
-        "training_seconds",
+        "seconds_display",
+        "served_link",
         "created_at",
     )
     list_filter = ("status",)
-    readonly_fields = [field.name for field in ModelVersion._meta.fields]
+    ordering = ("-number",)
+    # Floats for people (93.1%, 2.3 s), not 0.9312345678901234: each shown through its display method.
+    fields = displayed_fields(
+        ModelVersion,
+        {
+            "accuracy": "accuracy_display",
+            "macro_f1": "macro_f1_display",
+            "training_seconds": "seconds_display",
+            "per_task_type": "per_task_type_display",
+            "thresholds": "thresholds_display",
+            "promotion": "promotion_display",
+        },
+    )
+    fields.insert(fields.index("status") + 1, "served_link")
+    readonly_fields = [*fields]
     actions = ["promote_version"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.display(description="version", ordering="model_version")
+    def version(self, state: RoutingState) -> str:
+        return _version_link(state.model_version)
 
     def has_delete_permission(self, request: HttpRequest, obj: ModelVersion | None = None) -> bool:
         # A version's artifact and its place in the history must outlive any cleanup urge.
@@ -61,6 +115,35 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="epochs")
     def progress(self, version: ModelVersion) -> str:
         return f"{version.epoch} / {version.epochs}" if version.epochs else "—"
+
+    @admin.display(description="accuracy", ordering="accuracy")
+    def accuracy_display(self, version: ModelVersion) -> str:
+        return percent_text(version.accuracy)
+
+    @admin.display(description="macro-F1", ordering="macro_f1")
+    def macro_f1_display(self, version: ModelVersion) -> str:
+        return percent_text(version.macro_f1)
+
+    @admin.display(description="per task type")
+    def per_task_type_display(self, version: ModelVersion) -> str:
+        return json_block(version.per_task_type)
+
+    @admin.display(description="thresholds")
+    def thresholds_display(self, version: ModelVersion) -> str:
+        return json_block(version.thresholds)
+
+    @admin.display(description="promotion")
+    def promotion_display(self, version: ModelVersion) -> str:
+        return json_block(version.promotion)
+
+    @admin.display(description="training time", ordering="training_seconds")
+    def seconds_display(self, version: ModelVersion) -> str:
+        return seconds_text(version.training_seconds)
+
+    @admin.display(description="served tasks")
+    def served_link(self, version: ModelVersion) -> str:
+        url = reverse("admin:duke_servedtask_changelist") + f"?model_version={version.number}"
+        return admin_link(url, f"tasks v{version.number} served")
 
     def get_urls(self) -> list[URLPattern]:
         train = path(
@@ -112,22 +195,72 @@ class ServedTaskAdmin(admin.ModelAdmin):
 
     list_display = (
         "created_at",
+        "task_link",
         "task_type",
-        "model_version",
+        "version_link",
         "label",
-        "confidence",
-        "price",
-        "llm_price",
+        "confidence_display",
+        "price_display",
+        "llm_price_display",
+        "saved_display",
         "audit",
         "audit_label",
         "verdict",
     )
     list_filter = ("task_type", "model_version", "audit", "verdict")
     search_fields = ("task_id",)
-    readonly_fields = [field.name for field in ServedTask._meta.fields]
+    fields = displayed_fields(
+        ServedTask,
+        {
+            "task_id": "task_link",
+            "model_version": "version_link",
+            "confidence": "confidence_display",
+            "price": "price_display",
+            "llm_price": "llm_price_display",
+            "llm_cost_estimate": "llm_cost_display",
+            "audit_cost": "audit_cost_display",
+        },
+    )
+    readonly_fields = [*fields]
+
+    @admin.display(description="task")
+    def task_link(self, row: ServedTask) -> str:
+        return _task_link(row.task_id)
+
+    @admin.display(description="version", ordering="model_version")
+    def version_link(self, row: ServedTask) -> str:
+        return _version_link(row.model_version)
+
+    @admin.display(description="confidence", ordering="confidence")
+    def confidence_display(self, row: ServedTask) -> str:
+        return percent_text(row.confidence)
+
+    @admin.display(description="price", ordering="price")
+    def price_display(self, row: ServedTask) -> str:
+        return money_text(row.price)
+
+    @admin.display(description="LLM quote", ordering="llm_price")
+    def llm_price_display(self, row: ServedTask) -> str:
+        return money_text(row.llm_price)
+
+    @admin.display(description="saved")
+    def saved_display(self, row: ServedTask) -> str:
+        return money_text(row.saved)
+
+    @admin.display(description="LLM cost avoided")
+    def llm_cost_display(self, row: ServedTask) -> str:
+        return cost_text(row.llm_cost_estimate)
+
+    @admin.display(description="audit cost")
+    def audit_cost_display(self, row: ServedTask) -> str:
+        return cost_text(row.audit_cost)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.display(description="version", ordering="model_version")
+    def version(self, state: RoutingState) -> str:
+        return _version_link(state.model_version)
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
@@ -137,9 +270,13 @@ class ServedTaskAdmin(admin.ModelAdmin):
 class RoutingStateAdmin(admin.ModelAdmin):
     """Suspensions by live agreement; a new production version starts without any."""
 
-    list_display = ("model_version", "task_type", "suspended", "suspended_at", "reason")
+    list_display = ("version", "task_type", "suspended", "suspended_at", "reason")
     list_filter = ("suspended",)
     readonly_fields = [field.name for field in RoutingState._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.display(description="version", ordering="model_version")
+    def version(self, state: RoutingState) -> str:
+        return _version_link(state.model_version)

@@ -7,8 +7,9 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.urls import reverse
 
-from core.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin, admin_link, money_text, titled_filter
 from core.exceptions import DomainError
 from core.money import plain
 from ledger.models import Account, LedgerEntry
@@ -26,10 +27,20 @@ class CreditForm(forms.Form):
 class AccountAdmin(ReadOnlyAdmin):
     """Read-only balances; the credit action is the one way to add to a buyer's, through the ledger."""
 
-    list_display = ("id", "kind", "user", "agent", "balance")
-    list_filter = ("kind",)
+    list_display = ("id", "kind", "user", "agent", "balance_display", "entries_link")
+    list_filter = (("kind", titled_filter("account kind")),)
+    ordering = ("kind", "id")
     search_fields = ("user__username", "agent__name")
     actions = ["credit_buyers"]
+
+    @admin.display(description="balance", ordering="balance")
+    def balance_display(self, account: Account) -> str:
+        return money_text(account.balance)
+
+    @admin.display(description="entries")
+    def entries_link(self, account: Account) -> str:
+        url = reverse("admin:tasks_ledgerentry_changelist") + f"?account__id__exact={account.pk}"
+        return admin_link(url, "ledger rows")
 
     def has_credit_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.is_active and request.user.is_staff)
@@ -70,7 +81,39 @@ class AccountAdmin(ReadOnlyAdmin):
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "transaction_id", "kind", "account", "amount", "task")
-    list_filter = ("kind", "account__kind")
+    """Newest first; an entry links to its task and to the other legs of its transaction."""
+
+    list_display = (
+        "created_at",
+        "short_transaction",
+        "kind",
+        "account",
+        "amount_display",
+        "task_link",
+    )
+    # Two fields are both called "kind": each filter says which one it is (one used to show "By kind" twice).
+    list_filter = (
+        ("kind", titled_filter("entry kind")),
+        ("account__kind", titled_filter("account kind")),
+        "created_at",
+    )
+    ordering = ("-created_at", "-id")
+    date_hierarchy = "created_at"
+    list_per_page = 100
     search_fields = ("transaction_id", "task__id", "account__user__username", "account__agent__name", "memo")
     list_select_related = ("account", "account__user", "account__agent")
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, entry: LedgerEntry) -> str:
+        return money_text(entry.amount)
+
+    @admin.display(description="transaction", ordering="transaction_id")
+    def short_transaction(self, entry: LedgerEntry) -> str:
+        url = reverse("admin:tasks_ledgerentry_changelist") + f"?transaction_id={entry.transaction_id}"
+        return admin_link(url, str(entry.transaction_id)[:8])
+
+    @admin.display(description="task", ordering="task")
+    def task_link(self, entry: LedgerEntry) -> str:
+        if entry.task_id is None:
+            return "—"
+        return admin_link(reverse("admin:tasks_task_change", args=[entry.task_id]), str(entry.task_id)[:8])

@@ -1,16 +1,19 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html_join
 
-from core.admin import ReadOnlyAdmin
+from core.admin import DASH, ReadOnlyAdmin, cost_text, money_text, percent_text
 from core.exceptions import DomainError
+from duke.models import ModelVersion, ServedTask, TrainingData
 from ledger.models import LedgerEntry
 from tasks.models import IdempotencyKey, LLMBatch, Task
 from tasks.services.submission import task_resubmit
 
 
 class LabelingFilter(admin.SimpleListFilter):
-    title = "kind"
+    title = "labeling or free-form"
     parameter_name = "kind"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
@@ -28,8 +31,9 @@ class TaskLedgerInline(admin.TabularInline):
     """The money a task moved, on the task's page; read-only like every ledger row."""
 
     model = LedgerEntry
-    fields = ("created_at", "kind", "account", "amount", "memo", "transaction_id")
+    fields = ("created_at", "kind", "account", "amount_display", "memo", "transaction_id")
     readonly_fields = fields
+    ordering = ("-created_at", "-id")
     extra = 0
     can_delete = False
     verbose_name_plural = "ledger entries for this task"
@@ -40,15 +44,20 @@ class TaskLedgerInline(admin.TabularInline):
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
+    @admin.display(description="amount")
+    def amount_display(self, entry: LedgerEntry) -> str:
+        return money_text(entry.amount)
+
 
 TASK_FIELDSETS = (
     ("Task", ("id", "buyer", "status", "task_type", "complexity", "labels", "description")),
-    ("Result", ("result", "confidence", "error_code", "error", "accepted", "correct_label")),
+    ("Related", ("related",)),
+    ("Result", ("result", "confidence_display", "error_code", "error", "accepted", "correct_label")),
     (
         "Execution",
         ("requested_agent", "agent", "executed_by", "attempts", "latency_ms", "duration"),
     ),
-    ("Money and tokens", ("price", "cost", "prompt_tokens", "completion_tokens")),
+    ("Money and tokens", ("price_display", "cost_display", "prompt_tokens", "completion_tokens")),
     ("Timeline", ("created_at", "started_at", "finished_at", "updated_at", "lease_until", "not_before")),
 )
 
@@ -62,15 +71,21 @@ class TaskAdmin(admin.ModelAdmin):
         "task_type",
         "status",
         "executor",
-        "price",
-        "cost",
+        "price_display",
+        "cost_display",
         "attempts",
         "latency_ms",
         "result_preview",
     )
     list_filter = ("status", LabelingFilter, "executed_by", "agent", "task_type", "error_code", "created_at")
     search_fields = ("id", "description", "result", "buyer__username")
-    readonly_fields = [field.name for field in Task._meta.fields] + ["duration"]
+    readonly_fields = [field.name for field in Task._meta.fields] + [
+        "duration",
+        "related",
+        "confidence_display",
+        "price_display",
+        "cost_display",
+    ]
     inlines = [TaskLedgerInline]
     actions = ["retry_failed"]
     date_hierarchy = "created_at"
@@ -78,7 +93,7 @@ class TaskAdmin(admin.ModelAdmin):
     list_per_page = 50
 
     def get_fieldsets(self, request: HttpRequest, obj: Task | None = None) -> list:
-        listed = {name for _, names in TASK_FIELDSETS for name in names}
+        listed = {name for _, names in TASK_FIELDSETS for name in names} | {"confidence", "price", "cost"}
         # A field added to the model later still shows, rather than silently vanishing from the page.
         others = tuple(f.name for f in Task._meta.fields if f.name not in listed)
         fieldsets = [(title, {"fields": names}) for title, names in TASK_FIELDSETS]
@@ -92,6 +107,41 @@ class TaskAdmin(admin.ModelAdmin):
         if task.executed_by is not None:
             return task.executed_by.name
         return f"{task.agent.name} (assigned)"
+
+    @admin.display(description="price", ordering="price")
+    def price_display(self, task: Task) -> str:
+        return money_text(task.price)
+
+    @admin.display(description="LLM cost", ordering="cost")
+    def cost_display(self, task: Task) -> str:
+        return cost_text(task.cost)
+
+    @admin.display(description="confidence")
+    def confidence_display(self, task: Task) -> str:
+        return percent_text(task.confidence)
+
+    @admin.display(description="links")
+    def related(self, task: Task) -> str:
+        """The task's ledger rows, its training sample and the Duke version that served it."""
+        links = []
+        entries = task.ledger_entries.count()
+        ledger = reverse("admin:tasks_ledgerentry_changelist") + f"?task__id__exact={task.pk}"
+        links.append((ledger, f"{entries} ledger row{'s' if entries != 1 else ''}"))
+        sample = TrainingData.objects.filter(task_id=task.pk).values_list("pk", flat=True).first()
+        if sample is not None:
+            links.append((reverse("admin:duke_trainingdata_change", args=[sample]), "training sample"))
+        served = ServedTask.objects.filter(task_id=task.pk).values_list("pk", "model_version").first()
+        if served is not None:
+            links.append(
+                (reverse("admin:duke_servedtask_change", args=[served[0]]), "Duke's answer and audit")
+            )
+            version = ModelVersion.objects.filter(number=served[1]).values_list("pk", flat=True).first()
+            if version is not None:
+                url = reverse("admin:duke_modelversion_change", args=[version])
+                links.append((url, f"served by Duke v{served[1]}"))
+        if not links:
+            return DASH
+        return format_html_join(" · ", '<a href="{}">{}</a>', links)
 
     @admin.display(description="result")
     def result_preview(self, task: Task) -> str:

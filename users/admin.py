@@ -7,6 +7,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
+from core.admin import money_text
 from users.models import User
 
 
@@ -97,12 +98,12 @@ class UserAdmin(DjangoUserAdmin):
         )
 
     @admin.display(description="available", ordering="_available")
-    def available(self, user: User) -> object:
-        return user._available
+    def available(self, user: User) -> str:
+        return money_text(user._available)
 
     @admin.display(description="held in escrow", ordering="_held")
-    def held(self, user: User) -> object:
-        return user._held
+    def held(self, user: User) -> str:
+        return money_text(user._held)
 
     @admin.display(description="tasks", ordering="_task_count")
     def task_count(self, user: User) -> int:

@@ -22,12 +22,15 @@ from aicp.dashboard.sections import (
     system_section,
     tasks_section,
 )
+from aicp.dashboard.timeline import timeline_view_model
 
 POLL_SECONDS = 3
 
 
-def dashboard_snapshot() -> dict[str, Any]:
+def dashboard_snapshot(window: str | None = None) -> dict[str, Any]:
+    """`window`: the over-time charts' window (hour, day or week; anything else is the default)."""
     now = timezone.now()
+    timeline = timeline_view_model(window, now)
     system = system_section()
     tasks = tasks_section(now)
     duke = duke_section()
@@ -71,6 +74,9 @@ def dashboard_snapshot() -> dict[str, Any]:
             Decimal(totals["llm_cost_avoided"]) if "llm_cost_avoided" in totals else None
         ),
     }
+    figures.update(timeline["figures"])
+    figures["ready_training_version"] = figures["training_version"]
+    figures["ready_training_epoch"] = figures["training_epoch"]
     flags = {
         "system_ok": system["status"] == "ok",
         "database_ok": system["database"]["ok"],
@@ -80,19 +86,21 @@ def dashboard_snapshot() -> dict[str, Any]:
         "training": training is not None,
         "has_versions": bool(duke["versions"]),
     }
-    bars = {
+    bars: dict[str, dict[str, int]] = {
         "samples": {"value": samples["since_last_training"], "max": samples["train_every"]},
         "training": {
             "value": training["epoch"] if training else 0,
             "max": (training["epochs"] or 1) if training else 1,
         },
     }
+    bars["ready_training"] = bars["training"]
     versions_newest_first = sorted(duke["versions"], key=lambda v: -v["number"])
     tables = {
         "recent_tasks": [task_row(task) for task in recent],
         "agents": [agent_row(agent) for agent in agents],
         "versions": [version_table_row(version) for version in versions_newest_first],
         "routing": [routing_row(row, has_production=production is not None) for row in routing["task_types"]],
+        "readiness": timeline["readiness_rows"],
     }
     raw = {
         "system": system,
@@ -107,6 +115,7 @@ def dashboard_snapshot() -> dict[str, Any]:
         "versions": f"No version yet: Duke trains after every {samples['train_every']} labeling samples.",
         "agents": "No agents configured.",
         "recent_tasks": "No tasks yet.",
+        "readiness": "No labeling tasks yet: Duke learns task types from their labeling samples.",
     }
     return {
         "generated_at": now.isoformat(),
@@ -117,5 +126,9 @@ def dashboard_snapshot() -> dict[str, Any]:
         "bars": bars,
         "tables": tables,
         "chart": accuracy_chart(duke["versions"]),
+        "window": timeline["window"],
+        "windows": timeline["windows"],
+        "timecharts": timeline["charts"],
         **jsonable(raw),
+        **timeline["raw"],
     }

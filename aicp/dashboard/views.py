@@ -13,6 +13,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from aicp.dashboard.snapshot import dashboard_snapshot
+from tasks.selectors_timeline import DEFAULT_WINDOW, WINDOWS
 
 View = Callable[[HttpRequest], HttpResponse]
 
@@ -56,11 +57,17 @@ def operator_json(view: View) -> View:
 @never_cache
 @operator_page
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard.html", {"snapshot": dashboard_snapshot()})
+    return render(request, "dashboard.html", {"snapshot": dashboard_snapshot(_window(request))})
 
 
 @require_GET
 @never_cache
 @operator_json
 def dashboard_data(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(dashboard_snapshot())
+    return JsonResponse(dashboard_snapshot(_window(request)))
+
+
+def _window(request: HttpRequest) -> str:
+    """`?window=hour|day|week`; anything else falls back to the default window."""
+    value = request.GET.get("window", "")
+    return value if value in WINDOWS else DEFAULT_WINDOW

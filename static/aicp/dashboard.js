@@ -155,12 +155,69 @@
     target.replaceChildren.apply(target, parts);
   }
 
+  function applyTimeCharts(charts) {
+    (charts || []).forEach(function (chart) {
+      var target = root.querySelector('[data-timechart="' + chart.name + '"]');
+      if (!target) {
+        return;
+      }
+      var parts = [];
+      var grid = svg("g", { class: "grid" });
+      chart.grid.forEach(function (line) {
+        grid.appendChild(svg("line", { x1: chart.plot.left, x2: chart.plot.right, y1: line.y, y2: line.y }));
+        grid.appendChild(
+          svg("text", {
+            class: "axis-label", x: line.label_x, y: line.y, "text-anchor": "end", "dominant-baseline": "middle",
+          }, line.label)
+        );
+      });
+      parts.push(grid);
+      var xLabels = svg("g", { class: "x-labels" });
+      chart.x_labels.forEach(function (label) {
+        xLabels.appendChild(
+          svg("text", { class: "axis-label", x: label.x, y: label.y, "text-anchor": label.anchor }, label.text)
+        );
+      });
+      parts.push(xLabels);
+      var events = svg("g", { class: "events" });
+      chart.events.forEach(function (event) {
+        var group = svg("g", { class: event.cls });
+        group.appendChild(svg("title", {}, event.title));
+        group.appendChild(svg("line", { x1: event.x, x2: event.x, y1: event.y1, y2: event.y2 }));
+        group.appendChild(
+          svg("text", { class: "event-label", x: event.x, y: event.label_y, "text-anchor": event.anchor }, event.text)
+        );
+        events.appendChild(group);
+      });
+      parts.push(events);
+      chart.series.forEach(function (series) {
+        var group = svg("g", { class: series.cls });
+        group.appendChild(svg("polyline", { class: "line", points: series.points }));
+        series.dots.forEach(function (dot) {
+          var circle = svg("circle", { class: "dot", cx: dot.x, cy: dot.y, r: dot.r });
+          circle.appendChild(svg("title", {}, dot.title));
+          group.appendChild(circle);
+        });
+        parts.push(group);
+      });
+      if (chart.empty) {
+        parts.push(
+          svg("text", { class: "chart-empty", x: chart.center.x, y: chart.center.y, "text-anchor": "middle" },
+            "No tasks in this window.")
+        );
+      }
+      target.setAttribute("data-points", chart.points);
+      target.replaceChildren.apply(target, parts);
+    });
+  }
+
   function apply(data) {
     applyFigures(data.figures);
     applyFlags(data.flags);
     applyBars(data.bars);
     applyTables(data.tables);
     applyChart(data.chart);
+    applyTimeCharts(data.timecharts);
     root.setAttribute("data-updated", data.generated_at);
   }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -158,3 +159,133 @@ def test_it_brands_the_admin_and_links_the_dashboard_and_the_simulator(admin_cli
     assert "AICP operations" in body
     assert 'href="/dashboard"' in body
     assert "aicp-sim-banner" in body
+
+
+# --- issue 22: figures for people, newest first, distinct filters, links between related rows ----------
+
+
+def _served(task, *, version: int = 3):
+    from duke.models import ModelVersion, ServedTask
+
+    certificate = {"threshold": 0.62, "lower_bound": 0.951234567891, "p_value": 1.234e-12, "n": 200}
+    ModelVersion.objects.create(
+        number=version,
+        status="production",
+        accuracy=0.9312345678901234,
+        macro_f1=0.87654321,
+        training_seconds=2.345678,
+        thresholds={"mail": {"threshold": 0.62, "coverage": 0.7134567, "certificate": certificate}},
+        promotion={"promoted": True, "p_value": 3.3e-07, "calibration": {"mail": certificate}},
+        per_task_type={"mail": {"accuracy": 0.9876543219, "n": 120}},
+    )
+    return ServedTask.objects.create(
+        task_id=task.id,
+        task_type="mail",
+        model_version=version,
+        label="ham",
+        confidence=0.9876543210123,
+        price=Decimal("0.0020"),
+        llm_price=Decimal("0.0200"),
+        llm_cost_estimate=Decimal("0.00000000"),
+        audit_cost=Decimal("0.00001230"),
+    )
+
+
+def test_it_shows_percentages_and_money_for_people(admin_client, finished_tasks):
+    done, _ = finished_tasks
+    _served(done)
+    pages = {
+        name: admin_client.get(reverse(f"admin:{name}")).content.decode()
+        for name in (
+            "duke_modelversion_changelist",
+            "duke_servedtask_changelist",
+            "tasks_task_changelist",
+            "tasks_ledgerentry_changelist",
+            "tasks_account_changelist",
+            "agents_agent_changelist",
+            "users_user_changelist",
+        )
+    }
+    from duke.models import ModelVersion, ServedTask
+
+    version = ModelVersion.objects.get(number=3)
+    pages["version"] = admin_client.get(
+        reverse("admin:duke_modelversion_change", args=[version.pk])
+    ).content.decode()
+    served = ServedTask.objects.get()
+    pages["served"] = admin_client.get(
+        reverse("admin:duke_servedtask_change", args=[served.pk])
+    ).content.decode()
+
+    assert (
+        "93.1%" in pages["duke_modelversion_changelist"] and "87.7%" in pages["duke_modelversion_changelist"]
+    )
+    assert "2.3 s" in pages["duke_modelversion_changelist"]
+    assert "93.1%" in pages["version"] and "2.3 s" in pages["version"]
+    assert "&quot;lower_bound&quot;: 0.9512" in pages["version"]  # JSON floats rounded, escaped as text
+    assert "&quot;p_value&quot;: &lt; 0.0001" in pages["version"]
+    assert "98.8%" in pages["duke_servedtask_changelist"] and "98.8%" in pages["served"]
+    assert "0.0180" in pages["duke_servedtask_changelist"]  # saved: the LLM's quote minus Duke's price
+    assert "0.0000123" in pages["served"] and "0.0000" in pages["served"]
+    assert "100.0000" in pages["tasks_account_changelist"] or "99." in pages["tasks_account_changelist"]
+    for name, body in pages.items():
+        assert not re.search(r"\d\.\d{9,}", body), name  # no 16-digit floats
+        assert not re.search(r"\b\d(\.\d+)?E-?\d+\b", body), name  # no exponent
+
+
+def test_it_lists_the_ledger_newest_first_with_distinct_filters(admin_client, finished_tasks):
+    response = admin_client.get(reverse("admin:tasks_ledgerentry_changelist"))
+    rows = list(response.context["cl"].result_list)
+    body = response.content.decode()
+
+    assert [(r.created_at, r.pk) for r in rows] == sorted(((r.created_at, r.pk) for r in rows), reverse=True)
+    titles = [spec.title for spec in response.context["cl"].filter_specs]
+    assert len(titles) == len(set(titles))
+    assert "entry kind" in titles and "account kind" in titles
+    assert body.count("By kind") == 0
+    task_titles = [
+        s.title for s in admin_client.get(reverse("admin:tasks_task_changelist")).context["cl"].filter_specs
+    ]
+    assert len(task_titles) == len(set(task_titles))
+
+
+def test_it_links_a_task_its_ledger_rows_its_sample_and_the_version_that_served_it(
+    admin_client, finished_tasks
+):
+    from duke.models import ModelVersion, TrainingData
+
+    done, _ = finished_tasks
+    served = _served(done)
+    sample = TrainingData.objects.filter(task_id=done.id).first() or TrainingData.objects.create(
+        task_id=done.id, input_text="label me", labels=["spam", "ham"], output="ham", split="train"
+    )
+    version = ModelVersion.objects.get(number=3)
+
+    task_page = admin_client.get(reverse("admin:tasks_task_change", args=[done.pk])).content.decode()
+    ledger_url = reverse("admin:tasks_ledgerentry_changelist") + f"?task__id__exact={done.pk}"
+    assert f'href="{ledger_url}"' in task_page
+    assert f'href="{reverse("admin:duke_trainingdata_change", args=[sample.pk])}"' in task_page
+    assert f'href="{reverse("admin:duke_servedtask_change", args=[served.pk])}"' in task_page
+    assert f'href="{reverse("admin:duke_modelversion_change", args=[version.pk])}"' in task_page
+    assert "served by Duke v3" in task_page
+
+    ledger = admin_client.get(ledger_url)
+    assert ledger.status_code == 200
+    rows = list(ledger.context["cl"].result_list)
+    assert rows and {r.task_id for r in rows} == {done.pk}
+    task_url = reverse("admin:tasks_task_change", args=[done.pk])
+    assert f'href="{task_url}"' in ledger.content.decode()
+
+    sample_page = admin_client.get(
+        reverse("admin:duke_trainingdata_change", args=[sample.pk])
+    ).content.decode()
+    assert f'href="{task_url}"' in sample_page
+    served_list = admin_client.get(reverse("admin:duke_servedtask_changelist")).content.decode()
+    assert f'href="{task_url}"' in served_list
+    assert f'href="{reverse("admin:duke_modelversion_change", args=[version.pk])}"' in served_list
+    version_page = admin_client.get(
+        reverse("admin:duke_modelversion_change", args=[version.pk])
+    ).content.decode()
+    assert "?model_version=3" in version_page
+    by_version = admin_client.get(reverse("admin:duke_servedtask_changelist") + "?model_version=3")
+    assert [r.pk for r in by_version.context["cl"].result_list] == [served.pk]

@@ -25,6 +25,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.text import slugify
 
+from core.progress import bar, format_duration, format_rate
+
 MAX_DESCRIPTION = 8000
 MAX_LABELS = 100
 # The balance is topped up to cover this many times the most expensive quote the run could see.
@@ -160,6 +162,7 @@ class Api:
 
 class Command(BaseCommand):
     _progress_open = False
+    verbosity = 1
     _last_line_at = 0.0
     _last_line = ""
     help = (
@@ -189,6 +192,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.verbosity = options.get("verbosity", 1)
         if options["tasks"] < 1:
             raise CommandError("--tasks must be at least 1.")
         if options["rate"] < 0:
@@ -382,16 +386,22 @@ class Command(BaseCommand):
         done = run.completed + run.failed + run.rejected
         elapsed = max(time.monotonic() - started, 1e-6)
         share = f"{run.served_by_duke / run.submitted:.0%}" if run.submitted else "0%"
-        filled = int(BAR_WIDTH * done / total) if total else BAR_WIDTH
+        rate = done / elapsed
+        if done >= total:
+            timing = f"{format_duration(elapsed)} elapsed"
+        else:
+            timing = f"{format_duration((total - done) / rate if rate > 0 else None)} left"
         line = (
-            f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total} · {run.completed} completed · "
-            f"{run.failed} failed · {run.served_by_duke} by Duke ({share}) · {run.submitted / elapsed:.1f}/s"
+            f"{bar(done, total, BAR_WIDTH) if total else '[' + '#' * BAR_WIDTH + ']'} {done}/{total} · "
+            f"{run.completed} completed · {run.failed} failed · {run.served_by_duke} by Duke ({share}) · "
+            f"{format_rate(done / elapsed, 'tasks')} · {timing}"
         )
-        self._write_progress(line)
+        if self.verbosity > 0:
+            self._write_progress(line)
 
     def _write_progress(self, line: str) -> None:
         if self.stdout.isatty():
-            self.stdout.write("\r" + line.ljust(110), ending="")
+            self.stdout.write("\r\x1b[2K" + line, ending="")
             self.stdout.flush()
             self._progress_open = True
             return

@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from agents.llm import request_messages
+from core.progress import Progress
 from duke.models import TrainingData
 
 FORMATS = ("openai", "jsonl")
@@ -74,16 +75,21 @@ class Command(BaseCommand):
         parser.add_argument("--task-type", default=None, help="Only this task type ('' for untyped).")
         parser.add_argument("--since", default=None, help="Only samples recorded from this date/datetime.")
         parser.add_argument("--output", default=None, help="Write to this file (atomically); default stdout.")
+        parser.add_argument("--quiet", action="store_true", help="No progress bar on stderr.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         export_format = options["export_format"]
         since = parse_since(options["since"]) if options["since"] else None
         samples = samples_for_export(export_format=export_format, task_type=options["task_type"], since=since)
         output = options["output"]
+        self._progress = Progress(
+            samples.count(), label="export", unit="samples", stream=self.stderr, quiet=options["quiet"]
+        )
         if output is None:
             count = self._write(lambda line: self.stdout.write(line, ending=""), samples, export_format)
         else:
             count = self._write_file(Path(output), samples, export_format)
+        self._progress.close()
         where = output or "stdout"
         sys.stderr.write(f"Exported {count} sample(s) as {export_format} to {where}\n")
 
@@ -94,6 +100,7 @@ class Command(BaseCommand):
         for line in export_lines(samples, export_format):
             write(line)
             count += 1
+            self._progress.update(count)
         return count
 
     def _write_file(self, path: Path, samples: QuerySet[TrainingData], export_format: str) -> int:
