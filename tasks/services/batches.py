@@ -96,5 +96,5 @@ def batch_tasks_fall_back(*, task_ids: Collection[uuid.UUID], reason: str) -> in
         logger.warning(
             "Batch API unavailable for %d task(s), falling back to normal execution: %s", moved, reason
         )
-        transaction.on_commit(queue.request_drain)
+        queue.request_drain_on_commit()
     return moved
