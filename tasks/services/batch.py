@@ -205,7 +205,7 @@ def _write(*, buyer: User, planned: Sequence[_Planned], limit: SubmitLimit | Non
             )
     queued = [p.task.pk for p in planned if p.answer is None and p.decision is None]
     if queued:
-        transaction.on_commit(lambda: queue.enqueue_executions(queued))
+        queue.enqueue_executions_on_commit(queued)
     logger.info(
         "Batch of %d tasks SUBMITTED by %s for %s (%d to agents, %d repeat answers, %d by Duke)",
         len(planned),
