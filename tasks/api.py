@@ -187,6 +187,18 @@ class TaskSubmitInputSerializer(
         return super().unknown_key_message(key)
 
 
+def idempotency_header_parameter(description: str) -> OpenApiParameter:
+    """The schema of the Idempotency-Key header, as POST /tasks and POST /tasks/batch accept it."""
+    return OpenApiParameter(
+        IDEMPOTENCY_HEADER,
+        str,
+        location=OpenApiParameter.HEADER,
+        required=False,
+        pattern=f"^{IDEMPOTENCY_KEY_RE.pattern}$",
+        description=description,
+    )
+
+
 def idempotency_key(request: Request) -> str | None:
     """The request's Idempotency-Key header, checked (400 when malformed); None without one."""
     key = request.headers.get(IDEMPOTENCY_HEADER)
@@ -239,17 +251,10 @@ class TaskListApi(APIView):
     @extend_schema(
         request=TaskSubmitInputSerializer,
         parameters=[
-            OpenApiParameter(
-                IDEMPOTENCY_HEADER,
-                str,
-                location=OpenApiParameter.HEADER,
-                required=False,
-                pattern=f"^{IDEMPOTENCY_KEY_RE.pattern}$",
-                description=(
-                    f"Optional, 1–{MAX_IDEMPOTENCY_KEY} printable ASCII characters, per user, kept "
-                    "AICP_IDEMPOTENCY_TTL_H hours. Repeating a key with the same body replays the first "
-                    "response (header Idempotent-Replayed: true) and charges nothing; with another body, 422."
-                ),
+            idempotency_header_parameter(
+                f"Optional, 1–{MAX_IDEMPOTENCY_KEY} printable ASCII characters, per user, kept "
+                "AICP_IDEMPOTENCY_TTL_H hours. Repeating a key with the same body replays the first "
+                "response (header Idempotent-Replayed: true) and charges nothing; with another body, 422."
             )
         ],
         responses={

@@ -22,12 +22,11 @@ from rest_framework.views import APIView
 from core.exceptions import DomainError
 from core.serializers import RejectUnknownKeysMixin
 from tasks.api import (
-    IDEMPOTENCY_HEADER,
-    IDEMPOTENCY_KEY_RE,
     REPLAYED_HEADER,
     SubmitRate,
     TaskOutputSerializer,
     TaskSubmitInputSerializer,
+    idempotency_header_parameter,
     idempotency_key,
     task_request_from,
 )
@@ -173,17 +172,10 @@ class TaskBatchApi(APIView):
             },
         },
         parameters=[
-            OpenApiParameter(
-                IDEMPOTENCY_HEADER,
-                str,
-                location=OpenApiParameter.HEADER,
-                required=False,
-                pattern=f"^{IDEMPOTENCY_KEY_RE.pattern}$",
-                description=(
-                    "Optional; covers the whole batch (same key space as POST /tasks). Repeating it with the "
-                    "same tasks replays the first response (the same ids; header Idempotent-Replayed: true) "
-                    "and charges nothing; with other tasks, 422."
-                ),
+            idempotency_header_parameter(
+                "Optional; covers the whole batch (same key space as POST /tasks). Repeating it with the "
+                "same tasks replays the first response (the same ids; header Idempotent-Replayed: true) "
+                "and charges nothing; with other tasks, 422."
             )
         ],
         responses={

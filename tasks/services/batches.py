@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Collection, Sequence
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -16,6 +15,7 @@ from django.utils import timezone
 from agents.models import Agent
 from tasks import queue
 from tasks.models import LLMBatch, Task
+from tasks.services.lifecycle import tasks_claim_locked
 
 logger = logging.getLogger("tasks")
 
@@ -37,20 +37,7 @@ def batch_tasks_claim(*, limit: int) -> list[Task]:
         .select_for_update(skip_locked=True, of=("self",))
         .values_list("pk", flat=True)[:limit]
     )
-    if not ids:
-        return []
-    Task.objects.filter(pk__in=ids, status=Task.Status.PENDING).update(
-        status=Task.Status.RUNNING,
-        lease_until=now + timedelta(seconds=settings.AICP_TASK_LEASE_S),
-        started_at=now,
-        updated_at=now,
-        attempts=F("attempts") + 1,
-    )
-    return list(
-        Task.objects.select_related("agent")
-        .filter(pk__in=ids, status=Task.Status.RUNNING, started_at=now)
-        .order_by("created_at")
-    )
+    return tasks_claim_locked(ids=ids, now=now)
 
 
 @transaction.atomic

@@ -72,6 +72,12 @@ def task_claim_batch(
         .select_for_update(skip_locked=True)
         .values_list("pk", flat=True)[:limit]
     )
+    return tasks_claim_locked(ids=ids, now=now)
+
+
+def tasks_claim_locked(*, ids: Collection[uuid.UUID], now: datetime) -> list[Task]:
+    """Moves the given pending tasks, locked by the caller's transaction, to running with a lease stamped
+    ``now``; returns those this claim took, oldest first."""
     if not ids:
         return []
     # One statement for the batch. The candidates are ours alone (row locks, or SQLite's write lock), and
