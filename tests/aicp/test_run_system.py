@@ -54,29 +54,7 @@ def _health(base: str) -> dict | None:
 
 
 def test_it_starts_the_whole_system_and_stops_everything_on_sigint(tmp_path):
-    port, simulator_port = _free_port(), _free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("OPENAI_", "DATABASE_URL"))}
-    env.update(
-        DJANGO_SETTINGS_MODULE="aicp.settings",
-        AICP_DATA_DIR=str(tmp_path / "data"),
-        AICP_PORT=str(port),
-        AICP_SIMULATOR_PORT=str(simulator_port),
-        AICP_SIMULATOR_LATENCY_MS="50",
-        PYTHONUNBUFFERED="1",
-    )
-    env.pop("AICP_REDIS_URL", None)
-    env.pop("AICP_Q_SYNC", None)  # tests.settings sets it for in-process jobs; `make run` queues them
-    log_path = tmp_path / "run_system.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_system"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
+    process, base, log_path, simulator_port = _start_run_system(tmp_path)
 
     def details() -> str:
         return log_path.read_text(errors="replace")[-4000:]
@@ -132,7 +110,8 @@ def test_it_starts_the_whole_system_and_stops_everything_on_sigint(tmp_path):
     assert "Shutting down" in log_path.read_text()
 
 
-def _start_run_system(tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
+def _start_run_system(tmp_path: Path) -> tuple[subprocess.Popen, str, Path, int]:
+    """run_system in its own session on free ports: process, base URL, log, the simulator's port."""
     port, simulator_port = _free_port(), _free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("OPENAI_", "DATABASE_URL"))}
     env.update(
@@ -155,7 +134,7 @@ def _start_run_system(tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own session: whatever it leaves behind is found by session id
         )
-    return process, f"http://127.0.0.1:{port}", log_path
+    return process, f"http://127.0.0.1:{port}", log_path, simulator_port
 
 
 def _child_pid(log_path: Path, name: str, verb: str = "started") -> int | None:
@@ -164,7 +143,7 @@ def _child_pid(log_path: Path, name: str, verb: str = "started") -> int | None:
 
 
 def test_it_shows_progress_restarts_dead_children_and_leaves_no_process_after_ctrl_c(tmp_path):
-    process, base, log_path = _start_run_system(tmp_path)
+    process, base, log_path, _ = _start_run_system(tmp_path)
 
     def details() -> str:
         return log_path.read_text(errors="replace")[-4000:]
