@@ -204,6 +204,18 @@ def recreate_postgres_database(url: str) -> None:
         connection.execute(f'CREATE DATABASE "{name}"')
 
 
+def flush_redis_database(url: str) -> None:
+    """Empties the run's own Redis database (queue and cache); never database 0, the shared default."""
+    import redis
+
+    database = int(urllib.parse.urlsplit(url).path.lstrip("/") or 0)
+    if database == 0:
+        raise SystemExit("--redis: give a database number of its own (1-15), e.g. redis://127.0.0.1:6379/9")
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+
+
 class Stack:
     def __init__(self, data: Path, args: argparse.Namespace) -> None:
         self.port = free_port()
@@ -714,7 +726,8 @@ def races(c: Campaign, run: str, args: argparse.Namespace) -> list:
         created = Task.objects.filter(buyer__in=buyers).count()
         expected_tasks = args.race_buyers * (args.race_tasks + 10 * args.race_batches + 1)
         row.got = (
-            f"{statuses(answers)}; {len(ids)} distinct task ids answered, {created} tasks in the database"
+            f"{statuses(answers)}; {len(ids)} distinct task ids answered, {created} tasks in the database "
+            f"(expected {expected_tasks}: one per Idempotency-Key raced 5×)"
         )
         row.held = created == len(ids) == expected_tasks and all(a.status in (200, 201, 409) for a in answers)
     return buyers
@@ -919,6 +932,8 @@ def main() -> int:
     run = f"atk{uuid.uuid4().hex[:6]}"
     if args.postgres:
         recreate_postgres_database(args.postgres)
+    if args.redis:
+        flush_redis_database(args.redis)
     with tempfile.TemporaryDirectory(prefix="aicp-attack-") as tmp, Stack(Path(tmp), args) as stack:
         data = Path(tmp)
         print(
