@@ -863,6 +863,37 @@ def ledger(c: Campaign, args: argparse.Namespace) -> None:
         row.held = not problems and left == 0 and paid == 0
 
 
+def public_debug(c: Campaign, env: dict[str, str]) -> None:
+    """A debug instance (public development key, DEBUG on) must refuse a non-loopback address."""
+    with c.category(
+        "DEBUG / development key on 0.0.0.0", "refused to start (run_system and AICP_HOST)"
+    ) as row:
+        debug_env = {**env, "DJANGO_DEBUG": "1"}
+        debug_env.pop("DJANGO_SECRET_KEY", None)  # the public development key
+        port = str(free_port())
+        tries = [
+            [PYTHON, MANAGE, "run_system", "--host", "0.0.0.0", "--port", port],
+            [PYTHON, MANAGE, "run_system", "--host", "::", "--port", port],
+        ]
+        results = [
+            subprocess.run(t, cwd=REPO, env=debug_env, capture_output=True, text=True, timeout=120)
+            for t in tries
+        ]
+        checked = subprocess.run(
+            [PYTHON, MANAGE, "check"],
+            cwd=REPO,
+            env={**debug_env, "AICP_HOST": "0.0.0.0"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        results.append(checked)
+        refused = [r for r in results if r.returncode != 0 and "Refusing to listen" in r.stdout + r.stderr]
+        row.got = f"{len(refused)}/{len(results)} refused"
+        row.held = len(refused) == len(results)
+        row.notes += [(r.stdout + r.stderr)[-200:] for r in results if r not in refused]
+
+
 def fault_tests(c: Campaign, args: argparse.Namespace) -> None:
     """The fault-injection tests of the project, run as they are (their own stack, own Redis)."""
     runs = [
@@ -974,6 +1005,7 @@ def main() -> int:
         authorization(c, buyers)
         admin_sweep(c)
         ledger(c, args)
+        public_debug(c, stack.env)
         if args.fault_tests:
             fault_tests(c, args)
         log_text = stack.log.read_text(errors="replace")
