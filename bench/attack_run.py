@@ -635,6 +635,7 @@ def ssrf(c: Campaign, token: str) -> None:
 def schemathesis(
     c: Campaign, port: int, label: str, token: str, args: argparse.Namespace, data: Path
 ) -> None:
+    # In the run's folder: schemathesis keeps a cache (.schemathesis/) in its working directory.
     har = data / f"schemathesis-{label}.har"
     command = [
         str(Path(PYTHON).parent / "schemathesis"),
@@ -668,7 +669,7 @@ def schemathesis(
     with c.category(f"schemathesis as {label}", "0 × 5xx") as row:
         log = data / f"schemathesis-{label}.log"
         with log.open("wb") as out:
-            subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=1800)
+            subprocess.run(command, cwd=data, stdout=out, stderr=subprocess.STDOUT, timeout=1800)
         entries = json.loads(har.read_text())["log"]["entries"]
         codes = Counter(entry["response"]["status"] for entry in entries)
         server_errors = sum(count for status, count in codes.items() if status >= 500 or status == 0)
