@@ -48,8 +48,9 @@ class ForgivingChangeList(ChangeList):
                 super().get_results(request)
                 # Run the page's query now, where its failure can still become "invalid filter".
                 len(self.result_list)
-        # TypeError: a value the field cannot take at all (text for a BinaryField) fails when compiled.
-        except (DatabaseError, ValueError, TypeError) as exc:
+        # TypeError: a value the field cannot take at all (text for a BinaryField) fails when compiled;
+        # OverflowError: an amount beyond what a money column holds (`?balance__gt=1e999`, core/money.py).
+        except (DatabaseError, ValueError, TypeError, OverflowError) as exc:
             logger.warning("Admin list %s refused %s: %r", request.path, request.GET.urlencode(), exc)
             raise IncorrectLookupParameters(exc) from exc
 

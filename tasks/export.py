@@ -64,12 +64,16 @@ def export_filters(params: Mapping[str, str]) -> ExportFilters:
         try:
             # A "+" in a query string arrives as a space (an unencoded "+01:00" offset).
             value = parse_datetime(raw.replace(" ", "+")) if raw else None
-        except ValueError:
+            # In UTC: PostgreSQL refuses an offset beyond ±15:59 that Python accepts (up to ±23:59), and
+            # a moment before year 1 or after 9999 in UTC (OverflowError) is no date-time at all.
+            if value is not None:
+                value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        except (ValueError, OverflowError):
             value = None
         if value is None:
             errors[name] = ["Must be an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z."]
             continue
-        times[name] = value if value.tzinfo else value.replace(tzinfo=UTC)
+        times[name] = value
     if errors:
         raise serializers.ValidationError(errors)
     return ExportFilters(status=status, task_type=params.get("task_type") or None, **times)

@@ -155,6 +155,9 @@ def test_operators_export_every_buyers_tasks(buyer, other_buyer, operator_client
         {"status": "done"},
         {"created_after": "yesterday"},
         {"completed_before": "2026-13-01"},
+        # Valid ISO 8601, but before year 1 or after year 9999 in UTC: no datetime holds it.
+        {"created_after": "0001-01-01T00:00:00+05:00"},
+        {"completed_before": "9999-12-31T23:59:59-05:00"},
     ],
 )
 def test_it_refuses_bad_parameters_with_a_json_400(buyer_client, params):
@@ -162,6 +165,24 @@ def test_it_refuses_bad_parameters_with_a_json_400(buyer_client, params):
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid"
     assert next(iter(params)) in response.json()["error"]["fields"]
+
+
+def test_it_takes_any_offset_python_parses_and_compares_in_utc(buyer, buyer_client):
+    """PostgreSQL refuses a literal whose offset is beyond ±15:59, which Python accepts (up to ±23:59):
+    `completed_before=0998-02-19T14:27:23-23:04` was a 500 on PostgreSQL (found by bench/attack_run.py's
+    schemathesis run). The bound is converted to UTC before it reaches the database."""
+    done = _make(buyer, 2, created=T0, status=Task.Status.COMPLETED, finished=T0)
+
+    def ids(**params):
+        _, chunks = _export(buyer_client, **params)
+        return {t["id"] for t in _lines(chunks)}
+
+    everything = {str(pk) for pk in done}
+    # 2026-02-28T01:00-23:04 is 2026-03-01T00:04Z, after T0; 2026-03-01T23:30+23:59 is 2026-02-28T23:31Z.
+    assert ids(completed_before="2026-02-28T01:00:00-23:04") == everything
+    assert ids(completed_after="2026-03-01T23:30:00+23:59") == everything
+    assert ids(completed_after="2026-02-28T01:00:00-23:04") == set()
+    assert ids(created_before="0998-02-19T14:27:23-23:04") == set()
 
 
 def test_it_requires_authentication(api_client):
