@@ -15,10 +15,14 @@ import json
 from collections.abc import Callable
 from http import HTTPStatus
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
+from django.utils.html import escape
 
 # The pages people browse; everything else is the JSON API.
 PAGE_PREFIXES = ("/admin/", "/dashboard", "/api/docs", "/static/")
+
+# A sentence of django/views/templates/technical_404.html, the page that lists the URLconf's patterns.
+TECHNICAL_404_MARKER = b"Using the URLconf defined in"
 
 SERVER_ERROR_MESSAGE = "The server hit an unexpected error; it has been logged."
 
@@ -51,6 +55,11 @@ def error_body(status: int, path: str) -> dict:
     return {"error": {"code": code, "message": message}}
 
 
+def _lists_the_url_patterns(response: HttpResponse) -> bool:
+    """Django's debug 404 page (DEBUG on), which names every URL pattern; never a page a view shaped."""
+    return not response.streaming and TECHNICAL_404_MARKER in response.content
+
+
 def _shaped_by_the_api(response: HttpResponse) -> bool:
     if hasattr(response, "accepted_renderer"):  # a DRF Response: the exception handler shaped it
         return True
@@ -64,6 +73,12 @@ class JsonApiErrorsMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
+        if response.status_code == 404 and is_page_path(request.path) and _lists_the_url_patterns(response):
+            # A page path keeps an HTML page, but not Django's debug 404: it lists every URL pattern.
+            return HttpResponseNotFound(
+                "<!doctype html><title>Not found</title><h1>Not found</h1>"
+                f"<p>No page at {escape(request.path)}.</p>"
+            )
         if (
             response.status_code < 400
             or response.streaming

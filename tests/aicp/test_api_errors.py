@@ -64,3 +64,11 @@ def test_it_keeps_html_pages_for_the_dashboard_and_admin(debug, client_seeing_50
     assert failing.status_code == 500 and failing["Content-Type"].startswith("text/")
     missing = admin_client.get("/admin/no-such-page/")
     assert missing.status_code == 404 and missing["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("path", ["/static/no-such.css", "/dashboard/no-such-page", "/no-such-page/"])
+def test_no_404_lists_the_url_patterns_even_with_debug_on(debug, client, path):
+    """The attack run (docs/SECURITY.md) found Django's debug 404 page on page paths with DEBUG on."""
+    response = client.get(path)
+    assert response.status_code == 404
+    assert b"URLconf" not in response.content and b"admin/" not in response.content
