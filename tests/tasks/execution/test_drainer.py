@@ -83,9 +83,7 @@ def test_it_completes_a_batch_where_some_calls_fail_and_some_time_out(buyer, sim
         Fault(500),
         Drop(),
     )
-    started = time.monotonic()
     stats = Drainer(concurrency=16).run()
-    elapsed = time.monotonic() - started
 
     _assert_settled_once(tasks)
     statuses = dict(Task.objects.filter(buyer=buyer).values_list("status").annotate(n=Count("id")))
@@ -96,9 +94,9 @@ def test_it_completes_a_batch_where_some_calls_fail_and_some_time_out(buyer, sim
     assert simulator.request_count == 40 + 10
     assert stats.claimed == 40 and stats.completed == 38 and stats.failed == 2
     assert set(Task.objects.filter(buyer=buyer).values_list("attempts", flat=True)) == {1}
+    # Concurrency, not one call at a time: 16 requests were in flight together (no wall-clock bound, which
+    # a loaded machine would break).
     assert stats.peak_inflight == 16
-    # Concurrency, not one call at a time: sequentially this is 40 × 0.3 s plus three 1.8 s timeouts.
-    assert elapsed < 12.0
     assert set(Task.objects.filter(status=Task.Status.COMPLETED).values_list("result", flat=True)) <= set(
         LABELS
     )
