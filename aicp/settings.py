@@ -182,6 +182,7 @@ def _database_from_url(url: str) -> dict:
 # --- the performance layer (core/perf/): one switch per trick; each gain in docs/ARCHITECTURE.md ----------
 # Switched off, a trick gives way to the stock Django / DRF / gunicorn behaviour it replaces.
 AICP_PERF_SQLITE_QUEUE = env_bool("AICP_PERF_SQLITE_QUEUE", True)  # core/perf/sqlite
+AICP_PERF_WEB_WORKER = env_bool("AICP_PERF_WEB_WORKER", True)  # core/perf/web.py and heap.py
 AICP_PERF_RAW_SQL = env_bool("AICP_PERF_RAW_SQL", True)  # core/perf/db.py (off: the ORM builds them)
 
 DATABASE_URL = env_str("DATABASE_URL")

@@ -52,6 +52,7 @@ SWITCHED_OFF = {
     "group-commit": {"AICP_SUBMIT_GROUP_MAX": "1"},
     "raw-sql": {"AICP_PERF_RAW_SQL": "0"},
     "recent-rows": {"AICP_RECENT_ROWS_S": "0"},
+    "web-worker": {"AICP_PERF_WEB_WORKER": "0"},  # the balanced worker and the frozen heap together
 }
 IN_PROCESS = ("recent-rows",)
 
@@ -155,7 +156,10 @@ def http_ab(args: argparse.Namespace) -> int:
         for round_number in range(args.rounds):
             for side in ("A", "B") if round_number % 2 == 0 else ("B", "A"):
                 side_env = dict(env) if side == "A" else {**env, **SWITCHED_OFF[args.trick]}
-                command = gunicorn_command(python=PYTHON, bind=f"127.0.0.1:{port}", workers=2)
+                balanced = side_env.get("AICP_PERF_WEB_WORKER", "1") != "0"
+                command = gunicorn_command(
+                    python=PYTHON, bind=f"127.0.0.1:{port}", workers=2, balanced=balanced
+                )
                 web = start(command, side_env, data / f"gunicorn-{side}.log")
                 try:
                     wait_for_http(f"http://127.0.0.1:{port}/health", accept=(200, 503))

@@ -2,6 +2,6 @@
 
 Each module names its switch (an environment setting read in aicp/settings.py) and its measured gain in
 its docstring; docs/ARCHITECTURE.md lists them together. The domain apps call plain services; what is
-here either replaces a stock component by settings (the SQLite backend) or is a helper the hot path
-calls (raw statements, group commit, recent rows). ``web.py`` is gunicorn's command line.
+here either replaces a stock component by settings (the SQLite backend, the web worker) or is a helper
+the hot path calls (raw statements, group commit, recent rows).
 """

@@ -189,6 +189,7 @@ class Command(BaseCommand):
                 python=python,
                 bind=bind,
                 workers=options["web_workers"],
+                balanced=settings.AICP_PERF_WEB_WORKER,
             )
             web_env = {**child_env, "DUKE_PRELOAD": child_env.get("DUKE_PRELOAD", "1")}
             self._start(Child("web", gunicorn, web_env))
