@@ -148,35 +148,13 @@ class Stack:
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> Stack:
-        self.process = start(self.command, self.env, self.log)
-        try:
-            wait_for_http(f"http://127.0.0.1:{self.port}/health", timeout_s=240, accept=(200, 503))
-        except RuntimeError as exc:
-            self.__exit__()
-            tail = self.log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"the stack did not start:\n{tail}") from exc
+        self.process = run_system_start(
+            self.command, self.env, self.log, port=self.port, timeout_s=240, accept=(200, 503)
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)  # run_system stops every child it started
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            pass
-        # Anything of the stack's session still alive (a grandchild run_system could not reach) goes too.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # until the kernel has reaped the whole group
-            try:
-                os.killpg(process.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
+        run_system_stop(self.process)
 
     def buyer_api(self) -> Api:
         status, body, _ = Api(self.port).call(
@@ -285,3 +263,46 @@ def wait_final(api: Api, total: int, timeout_s: float) -> tuple[int, int, float]
         if completed + failed >= total or now >= deadline:
             return completed, failed, now
         time.sleep(0.2)
+
+
+def run_system_start(
+    command: list[str],
+    env: dict[str, str],
+    log: Path,
+    *,
+    port: int,
+    timeout_s: float,
+    accept: tuple[int, ...],
+) -> subprocess.Popen:
+    """Starts run_system (its own session) and waits for /health; on failure stops it and raises with the
+    log's tail."""
+    process = start(command, env, log)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", timeout_s=timeout_s, accept=accept)
+    except RuntimeError as exc:
+        run_system_stop(process)
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"the stack did not start:\n{tail}") from exc
+    return process
+
+
+def run_system_stop(process: subprocess.Popen | None) -> None:
+    """SIGTERM (run_system stops every child it started), then whatever of its session is left."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pass
+    # Anything of the stack's session still alive (a grandchild run_system could not reach) goes too.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # until the kernel has reaped the whole group
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)

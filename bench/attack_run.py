@@ -22,7 +22,6 @@ import http.client
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -48,9 +47,8 @@ from bench._common import (  # noqa: E402
     free_port,
     load_average,
     stack_env,
-    start,
-    wait_for_http,
 )
+from bench._live_stack import run_system_start, run_system_stop  # noqa: E402
 
 OPERATOR = ("attack-operator", "attack-operator-pass-5531")
 PASSWORD = "Q7#vZ!9pW%mK2&xR"  # unlike any generated username (the similarity check)
@@ -246,27 +244,13 @@ class Stack:
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> Stack:
-        self.process = start(self.command, self.env, self.log)
-        try:
-            wait_for_http(f"http://127.0.0.1:{self.port}/health", timeout_s=300, accept=(200,))
-        except RuntimeError as exc:
-            self.__exit__()
-            raise RuntimeError(
-                f"the stack did not start:\n{self.log.read_text(errors='replace')[-3000:]}"
-            ) from exc
+        self.process = run_system_start(
+            self.command, self.env, self.log, port=self.port, timeout_s=300, accept=(200,)
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)  # run_system stops every child it started
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        run_system_stop(self.process)
 
 
 # --- the categories -------------------------------------------------------------------------------------

@@ -112,12 +112,9 @@
     return el;
   }
 
-  function applyChart(chart) {
-    var target = root.querySelector("[data-chart]");
-    if (!target || !chart) {
-      return;
-    }
-    var parts = [];
+  // Both kinds of chart: the horizontal grid with its value labels, and the x-axis labels (anchored
+  // as the server says, else centred).
+  function axes(chart) {
     var grid = svg("g", { class: "grid" });
     chart.grid.forEach(function (line) {
       grid.appendChild(svg("line", { x1: chart.plot.left, x2: chart.plot.right, y1: line.y, y2: line.y }));
@@ -127,24 +124,38 @@
         }, line.label)
       );
     });
-    parts.push(grid);
     var xLabels = svg("g", { class: "x-labels" });
     chart.x_labels.forEach(function (label) {
       xLabels.appendChild(
-        svg("text", { class: "axis-label", x: label.x, y: label.y, "text-anchor": "middle" }, label.text)
+        svg("text", {
+          class: "axis-label", x: label.x, y: label.y, "text-anchor": label.anchor || "middle",
+        }, label.text)
       );
     });
-    parts.push(xLabels);
-    chart.series.forEach(function (series) {
+    return [grid, xLabels];
+  }
+
+  // One group per series: its polyline and its dots (each with a tooltip).
+  function lines(chart, dotClass) {
+    return chart.series.map(function (series) {
       var group = svg("g", { class: series.cls });
       group.appendChild(svg("polyline", { class: "line", points: series.points }));
       series.dots.forEach(function (dot) {
-        var circle = svg("circle", { class: dot.cls, cx: dot.x, cy: dot.y, r: dot.r });
+        var circle = svg("circle", { class: dotClass(dot), cx: dot.x, cy: dot.y, r: dot.r });
         circle.appendChild(svg("title", {}, dot.title));
         group.appendChild(circle);
       });
-      parts.push(group);
+      return group;
     });
+  }
+
+  function applyChart(chart) {
+    var target = root.querySelector("[data-chart]");
+    if (!target || !chart) {
+      return;
+    }
+    var parts = axes(chart);
+    parts.push.apply(parts, lines(chart, function (dot) { return dot.cls; }));
     if (chart.empty) {
       parts.push(
         svg("text", { class: "chart-empty", x: chart.center.x, y: chart.center.y, "text-anchor": "middle" },
@@ -161,24 +172,7 @@
       if (!target) {
         return;
       }
-      var parts = [];
-      var grid = svg("g", { class: "grid" });
-      chart.grid.forEach(function (line) {
-        grid.appendChild(svg("line", { x1: chart.plot.left, x2: chart.plot.right, y1: line.y, y2: line.y }));
-        grid.appendChild(
-          svg("text", {
-            class: "axis-label", x: line.label_x, y: line.y, "text-anchor": "end", "dominant-baseline": "middle",
-          }, line.label)
-        );
-      });
-      parts.push(grid);
-      var xLabels = svg("g", { class: "x-labels" });
-      chart.x_labels.forEach(function (label) {
-        xLabels.appendChild(
-          svg("text", { class: "axis-label", x: label.x, y: label.y, "text-anchor": label.anchor }, label.text)
-        );
-      });
-      parts.push(xLabels);
+      var parts = axes(chart);
       var events = svg("g", { class: "events" });
       chart.events.forEach(function (event) {
         var group = svg("g", { class: event.cls });
@@ -190,16 +184,7 @@
         events.appendChild(group);
       });
       parts.push(events);
-      chart.series.forEach(function (series) {
-        var group = svg("g", { class: series.cls });
-        group.appendChild(svg("polyline", { class: "line", points: series.points }));
-        series.dots.forEach(function (dot) {
-          var circle = svg("circle", { class: "dot", cx: dot.x, cy: dot.y, r: dot.r });
-          circle.appendChild(svg("title", {}, dot.title));
-          group.appendChild(circle);
-        });
-        parts.push(group);
-      });
+      parts.push.apply(parts, lines(chart, function () { return "dot"; }));
       if (chart.empty) {
         parts.push(
           svg("text", { class: "chart-empty", x: chart.center.x, y: chart.center.y, "text-anchor": "middle" },
