@@ -5,7 +5,6 @@ enqueues again what was lost."""
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -14,7 +13,9 @@ from django.db import transaction
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
-logger = logging.getLogger("tasks.webhooks")
+from core.after_commit import enqueue_guarded
+
+_RECOVERY = "the reaper's webhook sweep enqueues it again"
 
 
 def on_commit_notify(*, task_ids: Iterable[uuid.UUID], event: str) -> None:
@@ -32,36 +33,26 @@ def _enqueue_events(task_ids: list[str], event: str) -> None:
 def enqueue_event(task_id: uuid.UUID | str, event: str) -> None:
     """The delivery job of a finished task's event. A broker failure is one log line: the task stays
     committed, and the reaper's webhook sweep enqueues the event again (tasks.services.webhooks)."""
-    try:
-        async_task("tasks.jobs.webhook_event", str(task_id), event, group="webhooks")
-    except Exception as error:
-        logger.warning(
-            "Could not enqueue webhook %s for task %s (%s: %s); the webhook sweep retries it",
-            event,
-            task_id,
-            type(error).__name__,
-            error,
-        )
+    enqueue_guarded(
+        lambda: async_task("tasks.jobs.webhook_event", str(task_id), event, group="webhooks"),
+        what=f"webhook {event} for task {task_id}",
+        recovery=_RECOVERY,
+    )
 
 
 def enqueue_attempt(delivery_id: uuid.UUID, *, at: datetime | None = None) -> None:
     """An attempt of the delivery now, or at ``at`` (a one-off schedule, so no worker waits meanwhile)."""
-    try:
+
+    def enqueue() -> object:
         if at is None:
-            async_task("tasks.jobs.webhook_attempt", str(delivery_id), group="webhooks")
-        else:
-            Schedule.objects.create(
-                func="tasks.jobs.webhook_attempt",
-                args=repr(str(delivery_id)),
-                schedule_type=Schedule.ONCE,
-                repeats=-1,
-                next_run=at,
-                name=f"webhook-{delivery_id}-{at.timestamp():.0f}",
-            )
-    except Exception as error:
-        logger.warning(
-            "Could not enqueue webhook delivery %s (%s: %s); the webhook sweep retries it",
-            delivery_id,
-            type(error).__name__,
-            error,
+            return async_task("tasks.jobs.webhook_attempt", str(delivery_id), group="webhooks")
+        return Schedule.objects.create(
+            func="tasks.jobs.webhook_attempt",
+            args=repr(str(delivery_id)),
+            schedule_type=Schedule.ONCE,
+            repeats=-1,
+            next_run=at,
+            name=f"webhook-{delivery_id}-{at.timestamp():.0f}",
         )
+
+    enqueue_guarded(enqueue, what=f"webhook delivery {delivery_id}", recovery=_RECOVERY)

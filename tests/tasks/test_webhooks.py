@@ -496,7 +496,7 @@ def test_a_broker_failure_at_commit_is_one_log_line_and_the_sweep_delivers_later
 
     with monkeypatch.context() as patched:
         patched.setattr(webhook_queue, "async_task", broker_down)
-        with caplog.at_level("WARNING", logger="tasks.webhooks"):
+        with caplog.at_level("WARNING", logger="aicp.queue"):
             _complete(task, django_capture_on_commit_callbacks)
 
     assert Task.objects.get(pk=task.pk).status == Task.Status.COMPLETED
