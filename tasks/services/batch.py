@@ -38,12 +38,12 @@ from tasks.services.repeat import (
     repeat_answers_find,
     repeat_complete,
     repeat_key,
-    repeat_task,
 )
 from tasks.services.submission import (
     TaskRequest,
     _insert_held,
     _quoted_task,
+    _repeat_quoted_task,
     _resolve_agent,
     _submit_served_by_duke,
 )
@@ -160,14 +160,7 @@ def _plan(*, buyer: User, requests: Sequence[TaskRequest]) -> list[_Planned]:
             continue
         answer = answers.get(key) if key else None
         if answer is not None and house is not None:
-            task = repeat_task(
-                buyer=buyer,
-                description=request.description,
-                complexity=request.complexity,
-                task_type=request.task_type,
-                labels=request.labels or (),
-                agent=house,
-            )
+            task = _repeat_quoted_task(buyer=buyer, request=request, agent=house)
             planned.append(_Planned(task=task, row=prepare_row(task), answer=answer))
             continue
         agent = agents[request.agent]

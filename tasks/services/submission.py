@@ -384,20 +384,25 @@ def _submit_served_by_duke(
     return task
 
 
+def _repeat_quoted_task(*, buyer: User, request: TaskRequest, agent: Agent) -> Task:
+    """The unsaved task a repeat answer serves, quoted at Duke's price (tasks.services.repeat)."""
+    return repeat_task(
+        buyer=buyer,
+        description=request.description,
+        complexity=request.complexity,
+        task_type=request.task_type,
+        labels=request.labels or (),
+        agent=agent,
+    )
+
+
 @transaction.atomic
 def _submit_served_by_repeat(
     *, buyer: User, request: TaskRequest, answer: RepeatAnswer, limit: SubmitLimit | None = None
 ) -> Task:
     """An identical labeling task was answered by an LLM within AICP_REPEAT_TTL (tasks.services.repeat):
     quote (Duke's price), hold and payout in one transaction, no queue, no LLM call, no training sample."""
-    task = repeat_task(
-        buyer=buyer,
-        description=request.description,
-        complexity=request.complexity,
-        task_type=request.task_type,
-        labels=request.labels or (),
-        agent=repeat_agent(),
-    )
+    task = _repeat_quoted_task(buyer=buyer, request=request, agent=repeat_agent())
     (outcome,) = _insert_held(items=[(prepare_row(task), limit)])
     if isinstance(outcome, DomainError):
         raise outcome
