@@ -8,21 +8,16 @@ from typing import Any
 
 from django.utils import timezone
 
+from core.admin import DASH, money_text, percent_text
 from core.money import plain
 
-DASH = "—"
-
-
-def percent(value: float | None) -> str:
-    return DASH if value is None else f"{value:.1%}"
+# The dashboard writes money and shares as the admin does: one formatter each (core.admin).
+percent = percent_text
+money = money_text
 
 
 def number(value: int | None) -> str:
     return DASH if value is None else f"{value:,}"
-
-
-def money(value: Decimal | None) -> str:
-    return DASH if value is None else f"{value:,.4f}"
 
 
 def clock(moment: datetime | None) -> str:
